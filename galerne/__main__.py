@@ -1,0 +1,3 @@
+from galerne.cli import app
+
+app()

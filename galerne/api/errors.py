@@ -1,0 +1,93 @@
+"""The one place where errors become HTTP responses, in la Plateforme's error body.
+
+Schema errors name the offending field; nothing unexpected ever shows a traceback or a file path.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from galerne.errors import (
+    EngineOverloadedError,
+    EngineUnavailableError,
+    GalerneError,
+    InvalidRequestError,
+    RequestValidationFailed,
+)
+from galerne.protocol.errors import ErrorBody
+
+logger = logging.getLogger(__name__)
+
+_HTTP_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+
+
+def error_body_for(error: GalerneError) -> ErrorBody:
+    return ErrorBody(message=error.message, type=error.type, param=error.param, code=error.code)
+
+
+def error_response(error: GalerneError) -> JSONResponse:
+    body = error_body_for(error)
+    headers = {}
+    if isinstance(error, EngineOverloadedError | EngineUnavailableError):
+        headers["Retry-After"] = str(error.retry_after)
+    return JSONResponse(body.model_dump(), status_code=error.status, headers=headers)
+
+
+def validation_error(exc: RequestValidationError) -> GalerneError:
+    """The first schema violation, as `field.path: what is wrong` (malformed JSON is a 400)."""
+    errors = exc.errors()
+    if not errors:
+        return RequestValidationFailed("the request body is invalid")
+    first = errors[0]
+    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    if first.get("type") == "json_invalid":
+        return InvalidRequestError(f"the request body is not valid JSON: {first.get('msg', '')}", code="invalid_json")
+    field = _field_path(location)
+    message = f"{field}: {first.get('msg', 'invalid value')}" if field else str(first.get("msg", "invalid body"))
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return RequestValidationFailed(message, param=field or None)
+
+
+def _field_path(location: list[str]) -> str:
+    """`messages.0.user.content` -> `messages[0].content`: indexes in brackets, union tags dropped."""
+    path = ""
+    for part in location:
+        if part.isdigit():
+            path += f"[{part}]"
+        elif part in {"system", "user", "assistant", "tool", "developer", "text", "image_url", "str", "list"}:
+            continue
+        elif part.startswith(("function-", "list[", "dict[", "literal[", "constrained-")):
+            continue
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GalerneError)
+    async def _galerne(_: Request, exc: GalerneError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(validation_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        body = ErrorBody(
+            message=str(exc.detail),
+            type=_HTTP_TYPES.get(exc.status_code, "invalid_request_error"),
+            code=str(exc.status_code),
+        )
+        return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error")
+        return error_response(GalerneError("internal server error; the operator can find details in the log"))

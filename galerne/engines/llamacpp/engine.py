@@ -1,0 +1,222 @@
+"""The embedded engine: one GGUF model, one llama.cpp context, one engine thread.
+
+`submit` runs on the caller's asyncio loop: it renders and tokenizes the prompt, checks it fits,
+and hands a `Sequence` to the engine thread. The engine thread loops admit → schedule → decode →
+postprocess and pushes events back with `loop.call_soon_threadsafe`; `llama_decode` releases the
+GIL, so the HTTP side keeps serving while the model computes.
+
+Example::
+
+    engine = LlamaCppEngine(EmbeddedModelConfig(path=gguf, context_length=4096, num_slots=8))
+    generation = engine.submit(GenerationRequest(messages=(ChatMessage(Role.USER, "Hi"),)))
+    async for event in generation.events(): print(event.text, end="")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from galerne.engines.base import EngineCapabilities, EngineStats
+from galerne.engines.llamacpp.context import ContextShape, DecodeError, LlamaContext
+from galerne.engines.llamacpp.model import LlamaModel
+from galerne.engines.llamacpp.sampler import TokenSampler
+from galerne.engines.llamacpp.scheduler import Scheduler, Sequence
+from galerne.engines.llamacpp.template import ChatTemplate
+from galerne.engines.llamacpp.text import TextAssembler
+from galerne.errors import ContextLengthExceededError, EngineOverloadedError, EngineUnavailableError
+from galerne.inference.types import FinishReason, GenerationEvent, GenerationRequest
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedModelConfig:
+    path: Path
+    context_length: int = 4096
+    num_slots: int = 8
+    max_batch_tokens: int = 256
+    max_queued: int = 64
+    num_threads: int | None = None
+    model_id: str = "model"
+
+
+class EmbeddedGeneration:
+    """The caller's side of one sequence: an asyncio queue fed by the engine thread."""
+
+    def __init__(self, engine: LlamaCppEngine, prompt_tokens: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self._engine = engine
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[GenerationEvent] = asyncio.Queue()
+        self.sequence: Sequence | None = None
+
+    def push(self, event: GenerationEvent) -> None:
+        """Called on the engine thread; hops to the caller's loop."""
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+        except RuntimeError:  # the caller's loop is closed: nobody is listening any more
+            if self.sequence is not None:
+                self.sequence.is_cancelled = True
+
+    async def events(self) -> AsyncIterator[GenerationEvent]:
+        """Events until the final one; leaving early (client gone) cancels the sequence."""
+        finished = False
+        try:
+            while not finished:
+                event = await self._queue.get()
+                finished = event.finish_reason is not None
+                yield event
+        finally:
+            if not finished:
+                self.cancel()
+
+    def cancel(self) -> None:
+        if self.sequence is not None and not self.sequence.is_cancelled:
+            self.sequence.is_cancelled = True
+            self._engine.wake()
+
+
+class LlamaCppEngine:
+    """Continuous batching over llama.cpp for one model (see `scheduler` for the policy)."""
+
+    capabilities = EngineCapabilities(supports_chat=True)
+
+    def __init__(self, config: EmbeddedModelConfig) -> None:
+        self.config = config
+        self.context_length = config.context_length
+        self.model = LlamaModel(config.path)
+        self.template = ChatTemplate(
+            self.model.chat_template(), bos_token=self.model.bos_token, eos_token=self.model.eos_token
+        )
+        threads = config.num_threads or os.cpu_count() or 1
+        shape = ContextShape(
+            num_slots=config.num_slots,
+            context_length=config.context_length,
+            max_batch_tokens=max(config.max_batch_tokens, config.num_slots + 1),
+            num_threads=threads,
+        )
+        self._context = LlamaContext(self.model, shape)
+        self._scheduler = Scheduler(self.model, config.num_slots)
+        self._inbox: deque[Sequence] = deque()
+        self._wakeup = threading.Condition()
+        self._is_stopping = False
+        self._is_broken = False
+        self._thread = threading.Thread(target=self._run, name=f"engine-{config.model_id}", daemon=True)
+        self._thread.start()
+
+    def tokenize_prompt(self, request: GenerationRequest) -> list[int]:
+        """The prompt's tokens: template text may hold control tokens, user text never does."""
+        segments = self.template.render(request.messages, assistant_prefix=request.assistant_prefix)
+        tokens: list[int] = []
+        bos = self.model.bos_token
+        if self.model.adds_bos and not (segments and segments[0].text.startswith(bos) and bos):
+            tokens.extend(self.model.tokenize("", parse_special=False, add_bos=True))
+        for segment in segments:
+            tokens.extend(self.model.tokenize(segment.text, parse_special=not segment.is_user_text))
+        return tokens
+
+    def submit(self, request: GenerationRequest) -> EmbeddedGeneration:
+        """Queue a request; raises 400 if it cannot fit the context, 429 if the queue is full."""
+        if self._is_broken or self._is_stopping:
+            raise EngineUnavailableError("the model engine is not running; retry shortly")
+        prompt = self.tokenize_prompt(request)
+        max_new = self._max_new_tokens(len(prompt), request.sampling.max_tokens)
+        if len(self._inbox) + len(self._scheduler.waiting) >= self.config.max_queued:
+            raise EngineOverloadedError(
+                f"the model is busy: {self.config.max_queued} requests are already queued; retry shortly"
+            )
+        generation = EmbeddedGeneration(self, len(prompt))
+        sequence = Sequence(
+            prompt=prompt,
+            max_new_tokens=max_new,
+            sampler=TokenSampler(request.sampling),
+            text=TextAssembler(request.sampling.stop),
+            emit=generation.push,
+        )
+        generation.sequence = sequence
+        if max_new == 0:
+            generation.push(sequence.finish_event("", FinishReason.LENGTH))
+            return generation
+        with self._wakeup:
+            self._inbox.append(sequence)
+            self._wakeup.notify()
+        return generation
+
+    def stats(self) -> EngineStats:
+        return EngineStats(
+            num_queued=len(self._inbox) + len(self._scheduler.waiting),
+            num_active=self._scheduler.num_active,
+            num_slots=self.config.num_slots,
+        )
+
+    def wake(self) -> None:
+        with self._wakeup:
+            self._wakeup.notify()
+
+    def close(self) -> None:
+        """Stop the engine thread, fail what is left, and free llama.cpp memory."""
+        with self._wakeup:
+            self._is_stopping = True
+            self._wakeup.notify()
+        self._thread.join(timeout=30)
+        self._scheduler.fail_all(self._context, "the server is shutting down")
+        while self._inbox:
+            sequence = self._inbox.popleft()
+            sequence.emit(sequence.finish_event("", FinishReason.ERROR, "the server is shutting down"))
+        self._context.close()
+        self.model.close()
+
+    def _max_new_tokens(self, num_prompt: int, requested: int | None) -> int:
+        limit = self.context_length
+        if num_prompt >= limit:
+            raise ContextLengthExceededError(
+                f"the prompt is {num_prompt} tokens long but this model's context is {limit} tokens; "
+                "shorten the conversation",
+                param="messages",
+            )
+        if requested is None:
+            return limit - num_prompt
+        if num_prompt + requested > limit:
+            raise ContextLengthExceededError(
+                f"prompt ({num_prompt} tokens) + max_tokens ({requested}) exceeds this model's context of "
+                f"{limit} tokens; lower max_tokens to at most {limit - num_prompt} or shorten the conversation",
+                param="max_tokens",
+            )
+        return requested
+
+    def _run(self) -> None:
+        scheduler, context = self._scheduler, self._context
+        try:
+            while True:
+                with self._wakeup:
+                    while not (self._inbox or scheduler.has_work or self._is_stopping):
+                        self._wakeup.wait()
+                    if self._is_stopping:
+                        return
+                    while self._inbox:
+                        scheduler.add(self._inbox.popleft())
+                self._step(scheduler, context)
+        except Exception:  # a bug in the loop must not leave clients waiting forever
+            logger.exception("engine loop crashed")
+            self._is_broken = True
+            scheduler.fail_all(context, "internal engine error")
+
+    def _step(self, scheduler: Scheduler, context: LlamaContext) -> None:
+        scheduler.drop_cancelled(context)
+        scheduler.admit(context)
+        if not scheduler.schedule(context):
+            return
+        try:
+            context.decode()
+        except DecodeError as exc:
+            logger.error("decode failed: %s", exc)
+            scheduler.fail_running(context, "the model failed to decode this batch; retry")
+            return
+        scheduler.postprocess(context)

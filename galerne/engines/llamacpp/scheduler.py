@@ -1,0 +1,201 @@
+"""Continuous batching over llama.cpp slots: who runs in the next `llama_decode`, and what came out.
+
+One `Scheduler` per loaded model, driven by the engine thread:
+
+- `add` queues a tokenized sequence; `admit` moves queued sequences into free slots, picking the
+  slot whose cached tokens share the longest prefix with the prompt, so only the rest is prefilled
+  (multi-turn chats re-send their whole history every turn);
+- `schedule` fills one batch: one token for every decoding sequence first (so decoding is never
+  starved), then prompt chunks within what is left of the batch;
+- `postprocess` samples every sequence whose logits are ready, emits text, and frees the slot of a
+  finished or cancelled sequence at once. A free slot keeps its KV for later prefix reuse.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from galerne.engines.llamacpp.context import LlamaContext
+from galerne.engines.llamacpp.model import LlamaModel
+from galerne.engines.llamacpp.sampler import TokenSampler
+from galerne.engines.llamacpp.text import TextAssembler
+from galerne.inference.types import FinishReason, GenerationEvent
+
+EventSink = Callable[[GenerationEvent], None]
+
+
+@dataclass(eq=False)
+class Sequence:
+    """A request inside the engine: its prompt, how far it got, and where its events go."""
+
+    prompt: list[int]
+    max_new_tokens: int
+    sampler: TokenSampler
+    text: TextAssembler
+    emit: EventSink
+    is_cancelled: bool = False
+    num_generated: int = 0
+    num_prefilled: int = 0
+    next_token: int | None = None
+    logits_row: int = -1
+    slot: Slot | None = None
+
+    def finish_event(self, text: str, reason: FinishReason, error: str | None = None) -> GenerationEvent:
+        return GenerationEvent(text, len(self.prompt), self.num_generated, reason, error)
+
+
+@dataclass(eq=False)
+class Slot:
+    """A llama.cpp sequence id; `tokens` mirrors exactly what its KV stream holds."""
+
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)
+    sequence: Sequence | None = None
+    last_used: float = 0.0
+
+
+class Scheduler:
+    def __init__(self, model: LlamaModel, num_slots: int) -> None:
+        self._model = model
+        self.slots = [Slot(seq_id) for seq_id in range(num_slots)]
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    @property
+    def num_active(self) -> int:
+        return len(self.running)
+
+    def add(self, sequence: Sequence) -> None:
+        self.waiting.append(sequence)
+
+    def drop_cancelled(self, context: LlamaContext) -> None:
+        """Release everything whose client went away, before spending compute on it."""
+        if any(sequence.is_cancelled for sequence in self.waiting):
+            for sequence in [s for s in self.waiting if s.is_cancelled]:
+                self.waiting.remove(sequence)
+                sequence.emit(sequence.finish_event("", FinishReason.CANCELLED))
+        for sequence in [s for s in self.running if s.is_cancelled]:
+            self._release(sequence, context)
+            sequence.emit(sequence.finish_event("", FinishReason.CANCELLED))
+
+    def admit(self, context: LlamaContext) -> None:
+        free = [slot for slot in self.slots if slot.sequence is None]
+        while free and self.waiting:
+            sequence = self.waiting.popleft()
+            slot = max(free, key=lambda s: (_common_prefix(s.tokens, sequence.prompt), -s.last_used))
+            free.remove(slot)
+            self._assign(sequence, slot, context)
+
+    def schedule(self, context: LlamaContext) -> bool:
+        """Fill the batch; returns False when there is nothing to decode."""
+        for sequence in self.running:
+            if sequence.next_token is not None:
+                self._append(sequence, [sequence.next_token], context, wants_logits=True)
+                sequence.next_token = None
+        for sequence in self.running:
+            remaining = len(sequence.prompt) - sequence.num_prefilled
+            if remaining <= 0 or sequence.logits_row >= 0 or context.space_left <= 0:
+                continue
+            take = min(remaining, context.space_left)
+            start = sequence.num_prefilled
+            sequence.num_prefilled += take
+            chunk = sequence.prompt[start : start + take]
+            self._append(sequence, chunk, context, wants_logits=sequence.num_prefilled == len(sequence.prompt))
+        return context.num_tokens > 0
+
+    def postprocess(self, context: LlamaContext) -> None:
+        """Sample each sequence whose logits the last decode produced; finish those that are done."""
+        for sequence in list(self.running):
+            if sequence.logits_row < 0:
+                continue
+            token = sequence.sampler.sample(context.logits(sequence.logits_row))
+            sequence.logits_row = -1
+            sequence.num_generated += 1
+            self._advance(sequence, token, context)
+
+    def fail_running(self, context: LlamaContext, message: str) -> None:
+        """Fail every running sequence (a decode error); their slots are wiped, not kept for reuse."""
+        for sequence in list(self.running):
+            slot = sequence.slot
+            self._release(sequence, context)
+            if slot is not None:
+                context.forget(slot.seq_id)
+                slot.tokens.clear()
+            sequence.emit(sequence.finish_event("", FinishReason.ERROR, message))
+
+    def fail_all(self, context: LlamaContext, message: str) -> None:
+        self.fail_running(context, message)
+        while self.waiting:
+            sequence = self.waiting.popleft()
+            sequence.emit(sequence.finish_event("", FinishReason.ERROR, message))
+
+    def _advance(self, sequence: Sequence, token: int, context: LlamaContext) -> None:
+        if self._model.is_end_of_generation(token):
+            self._finish(sequence, sequence.text.flush(), FinishReason.STOP, context)
+            return
+        text, hit_stop = sequence.text.push(self._model.pieces[token])
+        if hit_stop:
+            self._finish(sequence, text, FinishReason.STOP, context)
+        elif sequence.num_generated >= sequence.max_new_tokens:
+            self._finish(sequence, text + sequence.text.flush(), FinishReason.LENGTH, context)
+        else:
+            sequence.next_token = token
+            if text:
+                sequence.emit(GenerationEvent(text, len(sequence.prompt), sequence.num_generated))
+
+    def _finish(self, sequence: Sequence, text: str, reason: FinishReason, context: LlamaContext) -> None:
+        self._release(sequence, context)
+        sequence.emit(sequence.finish_event(text, reason))
+
+    def _assign(self, sequence: Sequence, slot: Slot, context: LlamaContext) -> None:
+        # Keep at least one prompt token to decode: its logits give the first generated token.
+        reused = min(_common_prefix(slot.tokens, sequence.prompt), len(sequence.prompt) - 1)
+        if not context.forget(slot.seq_id, reused):
+            context.forget(slot.seq_id)
+            reused = 0
+        del slot.tokens[reused:]
+        sequence.num_prefilled = reused
+        sequence.slot = slot
+        slot.sequence = sequence
+        self.running.append(sequence)
+
+    def _append(self, sequence: Sequence, tokens: list[int], context: LlamaContext, *, wants_logits: bool) -> None:
+        slot = sequence.slot
+        assert slot is not None  # running sequences always hold a slot
+        row = context.add(tokens, len(slot.tokens), slot.seq_id, wants_logits=wants_logits)
+        slot.tokens.extend(tokens)
+        if wants_logits:
+            sequence.logits_row = row
+
+    def _release(self, sequence: Sequence, context: LlamaContext) -> None:
+        slot = sequence.slot
+        if slot is not None:
+            slot.sequence = None
+            slot.last_used = time.monotonic()
+            sequence.slot = None
+        sequence.logits_row = -1
+        self.running.remove(sequence)
+
+
+def _common_prefix(cached: list[int], prompt: list[int]) -> int:
+    """How many leading tokens two token lists share."""
+    limit = min(len(cached), len(prompt))
+    if limit == 0 or cached[0] != prompt[0]:
+        return 0
+    if cached[:limit] == prompt[:limit]:
+        return limit
+    low, high = 1, limit  # cached[:low] == prompt[:low] holds; find the first mismatch by bisection
+    while high - low > 1:
+        middle = (low + high) // 2
+        if cached[:middle] == prompt[:middle]:
+            low = middle
+        else:
+            high = middle
+    return low

@@ -1,0 +1,79 @@
+"""What engines accept and emit. Engines see only these validated types, never wire schemas."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+
+
+class FinishReason(StrEnum):
+    STOP = "stop"
+    LENGTH = "length"
+    TOOL_CALLS = "tool_calls"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """A normalised message: content is plain text, chunk lists are already joined."""
+
+    role: Role
+    content: str
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """How to pick tokens. `temperature == 0` means greedy; `seed` makes sampling reproducible."""
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+    @property
+    def is_greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    @property
+    def has_penalties(self) -> bool:
+        return self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """A validated chat request: the conversation, how to sample it, and an optional reply prefix.
+
+    `assistant_prefix` is the text of a last assistant message sent with `prefix: true`; the reply
+    continues it (la Plateforme's semantics) and does not repeat it.
+    """
+
+    messages: tuple[ChatMessage, ...]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    assistant_prefix: str | None = None
+
+
+@dataclass(slots=True)
+class GenerationEvent:
+    """One step of a running generation, pushed from the engine thread to the request's consumer.
+
+    `text` is new, complete UTF-8 text (stop strings held back until ruled out); the last event has a
+    `finish_reason`. Token counts are cumulative so a consumer that stops reading still knows them.
+    """
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: FinishReason | None = None
+    error: str | None = None

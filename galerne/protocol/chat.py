@@ -1,0 +1,205 @@
+"""`POST /v1/chat/completions`: the request, the response and the stream chunk, Mistral and OpenAI fields.
+
+Messages are a union discriminated on `role`, so a wrong role is reported against the right model.
+OpenAI-only spellings (`seed`, `max_completion_tokens`, role `developer`) are accepted beside
+la Plateforme's (`random_seed`, `max_tokens`); `galerne.inference.validate` reconciles them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from galerne.protocol.base import StrictModel, WireModel
+
+
+class TextChunk(StrictModel):
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(StrictModel):
+    url: str
+    detail: str | None = None
+
+
+class ImageURLChunk(StrictModel):
+    type: Literal["image_url"]
+    image_url: ImageURL | str
+
+
+ContentChunk = Annotated[TextChunk | ImageURLChunk, Field(discriminator="type")]
+Content = str | list[ContentChunk]
+
+
+class FunctionCall(StrictModel):
+    name: str
+    arguments: str | dict[str, Any]
+
+
+class ToolCall(StrictModel):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+    index: int | None = None
+
+
+class SystemMessage(StrictModel):
+    role: Literal["system", "developer"]
+    content: Content
+    name: str | None = None
+
+
+class UserMessage(StrictModel):
+    role: Literal["user"]
+    content: Content | None
+    name: str | None = None
+
+
+class AssistantMessage(StrictModel):
+    role: Literal["assistant"]
+    content: Content | None = None
+    tool_calls: list[ToolCall] | None = None
+    prefix: bool = False
+    name: str | None = None
+    refusal: str | None = None
+
+
+class ToolMessage(StrictModel):
+    role: Literal["tool"]
+    content: Content | None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+Message = Annotated[SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")]
+
+
+class FunctionDefinition(StrictModel):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    strict: bool = False
+
+
+class Tool(StrictModel):
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
+class NamedFunction(StrictModel):
+    name: str
+
+
+class NamedToolChoice(StrictModel):
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
+
+ToolChoice = Literal["auto", "none", "any", "required"] | NamedToolChoice
+
+
+class JsonSchemaFormat(StrictModel):
+    name: str = "response"
+    description: str | None = None
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: bool = False
+
+
+class ResponseFormat(StrictModel):
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    json_schema: JsonSchemaFormat | None = None
+
+
+class StreamOptions(StrictModel):
+    include_usage: bool = True
+
+
+class ChatCompletionRequest(StrictModel):
+    """The body of `POST /v1/chat/completions` (la Plateforme's `ChatCompletionRequest` plus OpenAI's)."""
+
+    model: str = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, ge=0.0, le=1.0)
+    max_tokens: int | None = Field(default=None, ge=0)
+    max_completion_tokens: int | None = Field(default=None, ge=0)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    random_seed: int | None = Field(default=None, ge=0)
+    seed: int | None = Field(default=None, ge=0)
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool = True
+    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    n: int = Field(default=1, ge=1, le=16)
+    safe_prompt: bool = False
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+
+
+class Usage(WireModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+FinishReason = Literal["stop", "length", "model_length", "error", "tool_calls"]
+
+
+class ResponseToolCall(WireModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: dict[str, str]
+    index: int | None = None
+
+
+class ResponseMessage(WireModel):
+    role: Literal["assistant"] = "assistant"
+    content: str | None
+    tool_calls: list[ResponseToolCall] | None = None
+    prefix: bool = False
+
+
+class Choice(WireModel):
+    index: int
+    message: ResponseMessage
+    finish_reason: FinishReason | None
+    logprobs: None = None
+
+
+class ChatCompletionResponse(WireModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+
+
+class Delta(WireModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    tool_calls: list[ResponseToolCall] | None = None
+
+
+class ChunkChoice(WireModel):
+    index: int
+    delta: Delta
+    finish_reason: FinishReason | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(WireModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None

@@ -1,0 +1,1 @@
+"""Use cases: resolve the model, validate, run on an engine, measure. No HTTP types here."""

@@ -1,0 +1,246 @@
+"""Chat completions: resolve the model, validate, run `n` generations, assemble the reply or the stream.
+
+`start` does everything that can fail with a 4xx before any byte is sent, so a streamed request that
+cannot run is refused with a proper status, not with an error inside a 200 stream.
+
+Example::
+
+    run = chat.start(ChatCompletionRequest(model="smollm2", messages=[...]))
+    response = await chat.complete(run)          # or: async for chunk in chat.stream(run)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+
+from galerne.engines.base import Generation
+from galerne.errors import GalerneError
+from galerne.inference.types import ChatMessage, FinishReason, GenerationEvent, GenerationRequest, Role
+from galerne.inference.validate import DEFAULT_TEMPERATURE, to_generation_request
+from galerne.protocol import chat as wire
+from galerne.services.metrics import Metrics
+from galerne.services.models import ModelRegistry
+
+
+class GenerationFailedError(GalerneError):
+    """The engine failed while generating (not the client's fault)."""
+
+
+@dataclass
+class _ChoiceProgress:
+    """Timing and counts of one choice, for metrics and usage."""
+
+    started: float
+    last_text_at: float | None = None
+    completion_tokens: int = 0
+    finish_reason: FinishReason | None = None
+
+
+@dataclass
+class ChatRun:
+    """A chat request accepted by an engine: `n` generations sharing one id and one prompt."""
+
+    id: str
+    created: int
+    model: str
+    prefix: str
+    generations: list[Generation]
+    progress: list[_ChoiceProgress] = field(default_factory=list)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.generations[0].prompt_tokens
+
+    def usage(self) -> wire.Usage:
+        completion = sum(choice.completion_tokens for choice in self.progress)
+        return wire.Usage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=completion,
+            total_tokens=self.prompt_tokens + completion,
+        )
+
+
+class ChatService:
+    def __init__(self, registry: ModelRegistry, metrics: Metrics) -> None:
+        self._registry = registry
+        self._metrics = metrics
+
+    def start(self, request: wire.ChatCompletionRequest) -> ChatRun:
+        """Validate and submit; raises 4xx errors (unknown model, bad conversation, too long, busy)."""
+        entry = self._registry.catalog.resolve(request.model)
+        generation_request = to_generation_request(
+            request,
+            model_id=entry.id,
+            default_temperature=entry.default_temperature if entry.default_temperature is not None
+            else DEFAULT_TEMPERATURE,
+        )
+        generation_request = _with_system_prompt(generation_request, entry.system_prompt)
+        engine = self._registry.engine_for(entry)
+        generations: list[Generation] = []
+        try:
+            for index in range(request.n):
+                generations.append(engine.submit(_for_choice(generation_request, index)))
+        except BaseException:
+            for generation in generations:
+                generation.cancel()
+            raise
+        now = time.monotonic()
+        return ChatRun(
+            id=uuid.uuid4().hex,
+            created=int(time.time()),
+            model=entry.id,
+            prefix=generation_request.assistant_prefix or "",
+            generations=generations,
+            progress=[_ChoiceProgress(started=now) for _ in generations],
+        )
+
+    async def complete(self, run: ChatRun) -> wire.ChatCompletionResponse:
+        """Wait for every choice and return the whole reply."""
+        texts = [[run.prefix] for _ in run.generations]
+        status = "cancelled"
+        try:
+            async for index, event in _merge(run.generations):
+                texts[index].append(event.text)
+                self._observe(run, index, event)
+            status = self._final_status(run)
+        finally:
+            self._record(run, status)
+        choices = [
+            wire.Choice(
+                index=index,
+                message=wire.ResponseMessage(content="".join(parts)),
+                finish_reason=_wire_finish(run.progress[index].finish_reason),
+            )
+            for index, parts in enumerate(texts)
+        ]
+        return wire.ChatCompletionResponse(
+            id=run.id, created=run.created, model=run.model, choices=choices, usage=run.usage()
+        )
+
+    async def stream(self, run: ChatRun) -> AsyncIterator[wire.ChatCompletionChunk]:
+        """Chunks in la Plateforme's shape: role first, text deltas, then finish_reason and usage last."""
+        status = "cancelled"
+        try:
+            for index in range(len(run.generations)):
+                yield self._chunk(run, index, wire.Delta(role="assistant", content=run.prefix))
+            async for index, event in _merge(run.generations):
+                self._observe(run, index, event)
+                if event.text:
+                    yield self._chunk(run, index, wire.Delta(content=event.text))
+            status = self._final_status(run)
+            last = len(run.generations) - 1
+            for index, progress in enumerate(run.progress):
+                reason = _wire_finish(progress.finish_reason)
+                usage = run.usage() if index == last else None
+                yield self._chunk(run, index, wire.Delta(), finish_reason=reason, usage=usage)
+        finally:
+            self._record(run, status)
+
+    def _chunk(
+        self,
+        run: ChatRun,
+        index: int,
+        delta: wire.Delta,
+        *,
+        finish_reason: wire.FinishReason | None = None,
+        usage: wire.Usage | None = None,
+    ) -> wire.ChatCompletionChunk:
+        return wire.ChatCompletionChunk(
+            id=run.id,
+            created=run.created,
+            model=run.model,
+            choices=[wire.ChunkChoice(index=index, delta=delta, finish_reason=finish_reason)],
+            usage=usage,
+        )
+
+    def _observe(self, run: ChatRun, index: int, event: GenerationEvent) -> None:
+        progress = run.progress[index]
+        progress.completion_tokens = event.completion_tokens
+        if event.text:
+            now = time.monotonic()
+            if progress.last_text_at is None:
+                self._metrics.time_to_first_token.labels(run.model).observe(now - progress.started)
+            else:
+                self._metrics.inter_token_latency.labels(run.model).observe(now - progress.last_text_at)
+            progress.last_text_at = now
+        if event.finish_reason is not None:
+            progress.finish_reason = event.finish_reason
+            if event.finish_reason is FinishReason.ERROR:
+                raise GenerationFailedError(event.error or "the model failed while generating; retry")
+
+    def _final_status(self, run: ChatRun) -> str:
+        return "ok" if all(p.finish_reason is not None for p in run.progress) else "cancelled"
+
+    def _record(self, run: ChatRun, status: str) -> None:
+        """Count the request once, whatever way it ended (finished, failed, or the client left)."""
+        if status == "cancelled":
+            for generation in run.generations:
+                generation.cancel()
+            if any(p.finish_reason is FinishReason.ERROR for p in run.progress):
+                status = "error"
+        usage = run.usage()
+        self._metrics.requests.labels(run.model, status).inc()
+        self._metrics.prompt_tokens.labels(run.model).inc(usage.prompt_tokens)
+        self._metrics.completion_tokens.labels(run.model).inc(usage.completion_tokens)
+        self._metrics.request_duration.labels(run.model).observe(time.monotonic() - run.progress[0].started)
+
+
+async def _merge(generations: list[Generation]) -> AsyncIterator[tuple[int, GenerationEvent]]:
+    """Events of all choices as they come; one choice is iterated directly (the common, fast case)."""
+    if len(generations) == 1:
+        async for event in generations[0].events():
+            yield 0, event
+        return
+    queue: asyncio.Queue[tuple[int, GenerationEvent | None]] = asyncio.Queue()
+
+    async def pump(index: int, generation: Generation) -> None:
+        try:
+            async for event in generation.events():
+                await queue.put((index, event))
+        finally:
+            await queue.put((index, None))
+
+    tasks = [asyncio.create_task(pump(index, g)) for index, g in enumerate(generations)]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            index, event = await queue.get()
+            if event is None:
+                remaining -= 1
+            else:
+                yield index, event
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _for_choice(request: GenerationRequest, index: int) -> GenerationRequest:
+    """Choice `index` of `n`: a seeded request gets seed+index so choices differ yet stay reproducible."""
+    seed = request.sampling.seed
+    if index == 0 or seed is None:
+        return request
+    return replace(request, sampling=replace(request.sampling, seed=seed + index))
+
+
+def _with_system_prompt(request: GenerationRequest, system_prompt: str | None) -> GenerationRequest:
+    if not system_prompt or any(message.role is Role.SYSTEM for message in request.messages):
+        return request
+    messages = (ChatMessage(role=Role.SYSTEM, content=system_prompt), *request.messages)
+    return replace(request, messages=messages)
+
+
+def _wire_finish(reason: FinishReason | None) -> wire.FinishReason | None:
+    if reason is FinishReason.STOP:
+        return "stop"
+    if reason is FinishReason.LENGTH:
+        return "length"
+    if reason is FinishReason.TOOL_CALLS:
+        return "tool_calls"
+    if reason is FinishReason.ERROR:
+        return "error"
+    return None

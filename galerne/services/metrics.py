@@ -1,0 +1,60 @@
+"""Prometheus metrics, one registry per application so that several apps can live in one process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    """The counters the platform exports at `GET /metrics` (names follow vLLM's and llama.cpp's)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "galerne_requests", "Chat requests by final status.", ["model", "status"], registry=self.registry
+        )
+        self.prompt_tokens = Counter(
+            "galerne_prompt_tokens", "Prompt tokens processed.", ["model"], registry=self.registry
+        )
+        self.completion_tokens = Counter(
+            "galerne_completion_tokens", "Tokens generated.", ["model"], registry=self.registry
+        )
+        self.time_to_first_token = Histogram(
+            "galerne_time_to_first_token_seconds",
+            "From request accepted to first generated text.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inter_token_latency = Histogram(
+            "galerne_inter_token_latency_seconds",
+            "Gap between two streamed pieces of text.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.request_duration = Histogram(
+            "galerne_request_duration_seconds",
+            "From request accepted to last token.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._queue_depth = Gauge(
+            "galerne_queue_depth", "Requests waiting for a slot.", ["model"], registry=self.registry
+        )
+        self._active_slots = Gauge(
+            "galerne_active_slots", "Slots generating or prefilling.", ["model"], registry=self.registry
+        )
+
+    def watch_engine(self, model: str, num_queued: Callable[[], float], num_active: Callable[[], float]) -> None:
+        """Read queue depth and busy slots from the engine at scrape time, not on the hot path."""
+        self._queue_depth.labels(model).set_function(num_queued)
+        self._active_slots.labels(model).set_function(num_active)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,92 @@
+"""The loaded models: one engine per catalogue entry, and their public cards.
+
+Example::
+
+    registry = ModelRegistry.load(catalog, settings, metrics)
+    engine = registry.engine_for(catalog.resolve("smollm2"))
+"""
+
+from __future__ import annotations
+
+from galerne.catalog import Capability, Catalog, ModelEntry
+from galerne.config import Settings
+from galerne.engines.base import Engine
+from galerne.engines.llamacpp.engine import EmbeddedModelConfig, LlamaCppEngine
+from galerne.protocol.models import ModelCapabilities, ModelCard, ModelList
+from galerne.services.metrics import Metrics
+
+
+class ModelRegistry:
+    """Owns every engine; closing the registry frees all model memory."""
+
+    def __init__(self, catalog: Catalog, engines: dict[str, Engine]) -> None:
+        self.catalog = catalog
+        self._engines = engines
+
+    @classmethod
+    def load(cls, catalog: Catalog, settings: Settings, metrics: Metrics) -> ModelRegistry:
+        engines: dict[str, Engine] = {}
+        try:
+            for entry in catalog.models:
+                engine = _start_engine(entry, settings)
+                engines[entry.id] = engine
+                metrics.watch_engine(
+                    entry.id,
+                    num_queued=lambda engine=engine: engine.stats().num_queued,
+                    num_active=lambda engine=engine: engine.stats().num_active,
+                )
+        except BaseException:
+            for engine in engines.values():
+                engine.close()
+            raise
+        return cls(catalog, engines)
+
+    def engine_for(self, entry: ModelEntry) -> Engine:
+        return self._engines[entry.id]
+
+    def cards(self) -> ModelList:
+        return ModelList(data=[model_card(entry) for entry in self.catalog.ordered()])
+
+    def close(self) -> None:
+        for engine in self._engines.values():
+            engine.close()
+
+
+def model_card(entry: ModelEntry) -> ModelCard:
+    """la Plateforme's model card for a catalogue entry."""
+    capabilities = set(entry.capabilities)
+    return ModelCard(
+        id=entry.id,
+        created=entry.created,
+        owned_by=entry.owned_by,
+        capabilities=ModelCapabilities(
+            completion_chat=Capability.CHAT in capabilities,
+            completion_fim=Capability.FIM in capabilities,
+            function_calling=Capability.TOOLS in capabilities,
+            json_output=Capability.JSON in capabilities,
+            embeddings=Capability.EMBEDDINGS in capabilities,
+        ),
+        name=entry.id,
+        description=entry.description,
+        max_context_length=entry.context_length,
+        aliases=list(entry.aliases),
+        default_model_temperature=entry.default_temperature,
+        languages=list(entry.languages),
+        pricing={
+            "input_per_million": entry.price_input_per_million,
+            "output_per_million": entry.price_output_per_million,
+        },
+    )
+
+
+def _start_engine(entry: ModelEntry, settings: Settings) -> Engine:
+    config = EmbeddedModelConfig(
+        path=entry.gguf_path(),
+        context_length=entry.context_length,
+        num_slots=entry.num_slots,
+        max_batch_tokens=entry.max_batch_tokens,
+        max_queued=settings.max_queued_requests,
+        num_threads=settings.num_threads,
+        model_id=entry.id,
+    )
+    return LlamaCppEngine(config)
