@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import importlib.util
 import json
+import logging
 import os
 import signal
 import socket
@@ -180,6 +181,8 @@ def llama_context(gguf: Path, n_seq_max: int) -> Iterator[tuple[Any, Any, Any]]:
     """Load model + context with 2 threads and free both afterwards so the servers get all memory/cores."""
     import llama_cpp as lc
 
+    # llama-cpp-python routes llama.cpp's log through this logger; ERROR keeps the table readable.
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
     lc.llama_backend_init()
     mparams = lc.llama_model_default_params()
     model = lc.llama_model_load_from_file(str(gguf).encode(), mparams)

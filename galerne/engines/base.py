@@ -33,6 +33,11 @@ class Generation(Protocol):
 
     prompt_tokens: int
 
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens whose KV was reused from an earlier request (known once events flow)."""
+        ...
+
     def events(self) -> AsyncIterator[GenerationEvent]: ...
 
     def cancel(self) -> None: ...

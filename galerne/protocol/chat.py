@@ -144,10 +144,19 @@ class ChatCompletionRequest(StrictModel):
     metadata: dict[str, str] | None = None
 
 
+class PromptTokensDetails(WireModel):
+    cached_tokens: int = 0
+
+
 class Usage(WireModel):
+    """Token counts; `num_cached_tokens` (la Plateforme) and `prompt_tokens_details` (OpenAI) both say
+    how much of the prompt was served from the prefix cache instead of being computed again."""
+
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    num_cached_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails = PromptTokensDetails()
 
 
 FinishReason = Literal["stop", "length", "model_length", "error", "tool_calls"]

@@ -57,10 +57,13 @@ class ChatRun:
 
     def usage(self) -> wire.Usage:
         completion = sum(choice.completion_tokens for choice in self.progress)
+        cached = self.generations[0].cached_tokens
         return wire.Usage(
             prompt_tokens=self.prompt_tokens,
             completion_tokens=completion,
             total_tokens=self.prompt_tokens + completion,
+            num_cached_tokens=cached,
+            prompt_tokens_details=wire.PromptTokensDetails(cached_tokens=cached),
         )
 
 
@@ -186,6 +189,7 @@ class ChatService:
         self._metrics.requests.labels(run.model, status).inc()
         self._metrics.prompt_tokens.labels(run.model).inc(usage.prompt_tokens)
         self._metrics.completion_tokens.labels(run.model).inc(usage.completion_tokens)
+        self._metrics.cached_prompt_tokens.labels(run.model).inc(usage.num_cached_tokens)
         self._metrics.request_duration.labels(run.model).observe(time.monotonic() - run.progress[0].started)
 
 

