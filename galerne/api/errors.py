@@ -23,6 +23,9 @@ from galerne.protocol.errors import ErrorBody
 
 logger = logging.getLogger(__name__)
 
+# Parts of pydantic's error locations that name a union member or a type, not a field.
+_UNION_TAGS = frozenset({"system", "user", "assistant", "tool", "developer", "text", "image_url", "str", "list"})
+_GENERATED_TAG_PREFIXES = ("function-", "list[", "dict[", "literal[", "constrained-")
 _HTTP_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
 
 
@@ -60,9 +63,7 @@ def _field_path(location: list[str]) -> str:
     for part in location:
         if part.isdigit():
             path += f"[{part}]"
-        elif part in {"system", "user", "assistant", "tool", "developer", "text", "image_url", "str", "list"}:
-            continue
-        elif part.startswith(("function-", "list[", "dict[", "literal[", "constrained-")):
+        elif part in _UNION_TAGS or part.startswith(_GENERATED_TAG_PREFIXES):
             continue
         else:
             path += f".{part}" if path else part

@@ -212,11 +212,11 @@ async def _merge(generations: list[Generation]) -> AsyncIterator[tuple[int, Gene
     try:
         remaining = len(tasks)
         while remaining:
-            index, event = await queue.get()
-            if event is None:
+            index, maybe_event = await queue.get()
+            if maybe_event is None:
                 remaining -= 1
             else:
-                yield index, event
+                yield index, maybe_event
     finally:
         for task in tasks:
             task.cancel()

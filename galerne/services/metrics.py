@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from galerne.engines.base import EngineStats
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -55,10 +57,10 @@ class Metrics:
             "galerne_active_slots", "Slots generating or prefilling.", ["model"], registry=self.registry
         )
 
-    def watch_engine(self, model: str, num_queued: Callable[[], float], num_active: Callable[[], float]) -> None:
+    def watch_engine(self, model: str, stats: Callable[[], EngineStats]) -> None:
         """Read queue depth and busy slots from the engine at scrape time, not on the hot path."""
-        self._queue_depth.labels(model).set_function(num_queued)
-        self._active_slots.labels(model).set_function(num_active)
+        self._queue_depth.labels(model).set_function(lambda: stats().num_queued)
+        self._active_slots.labels(model).set_function(lambda: stats().num_active)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -30,11 +30,7 @@ class ModelRegistry:
             for entry in catalog.models:
                 engine = _start_engine(entry, settings)
                 engines[entry.id] = engine
-                metrics.watch_engine(
-                    entry.id,
-                    num_queued=lambda engine=engine: engine.stats().num_queued,
-                    num_active=lambda engine=engine: engine.stats().num_active,
-                )
+                metrics.watch_engine(entry.id, engine.stats)
         except BaseException:
             for engine in engines.values():
                 engine.close()

@@ -47,7 +47,7 @@ def active_slots(server: RunningServer) -> int:
 def wait_until_idle(server: RunningServer, timeout: float = 10.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if (count := active_slots(server)) == 0:
+        if active_slots(server) == 0:
             return 0
         time.sleep(0.05)
     return active_slots(server)
@@ -66,15 +66,17 @@ async def test_eight_concurrent_streams_match_the_same_requests_run_alone(server
 
 async def test_a_disconnected_stream_frees_its_slot(server: RunningServer, model_id: str) -> None:
     body = {**story_request(model_id, "whale"), "max_tokens": 3000, "stream": True}
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
-        async with client.stream("POST", "/v1/chat/completions", json=body) as response:
-            lines = response.aiter_lines()
-            for _ in range(6):
-                await anext(lines)
-            assert active_slots(server) == 1
+    async with (
+        httpx.AsyncClient(base_url=server.base_url, timeout=60) as client,
+        client.stream("POST", "/v1/chat/completions", json=body) as response,
+    ):
+        lines = response.aiter_lines()
+        for _ in range(6):
+            await anext(lines)
+        assert active_slots(server) == 1
     assert wait_until_idle(server) == 0
     metrics = httpx.get(f"{server.base_url}/metrics").text
-    assert 'galerne_requests_total{model="%s",status="cancelled"}' % model_id in metrics
+    assert f'galerne_requests_total{{model="{model_id}",status="cancelled"}}' in metrics
 
 
 def test_a_disconnected_plain_request_frees_its_slot(server: RunningServer, model_id: str) -> None:

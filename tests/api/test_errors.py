@@ -57,9 +57,8 @@ def test_unknown_role_is_422(server: RunningServer, model_id: str) -> None:
     ],
 )
 def test_wrong_role_order_is_400(server: RunningServer, model_id: str, messages: list[Any], mentions: str) -> None:
-    assert_error(
-        post(server, {"model": model_id, "messages": messages}), 400, error_type="invalid_request_error", mentions=mentions
-    )
+    response = post(server, {"model": model_id, "messages": messages})
+    assert_error(response, 400, error_type="invalid_request_error", mentions=mentions)
 
 
 @pytest.mark.parametrize(

@@ -21,11 +21,13 @@ _backend_ready = False
 _LLAMA_LOG_ERROR = 4
 
 
-@ll.llama_log_callback
-def _forward_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+def _log_llama_errors(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
     """llama.cpp prints thousands of lines per model load; keep only its errors, in our log."""
     if level == _LLAMA_LOG_ERROR and text:
         logger.error("llama.cpp: %s", text.decode("utf-8", errors="replace").rstrip())
+
+
+_forward_llama_log = ll.llama_log_callback(_log_llama_errors)  # kept referenced: llama.cpp holds the pointer
 
 
 def _init_backend() -> None:

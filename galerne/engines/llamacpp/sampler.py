@@ -30,10 +30,7 @@ class TokenSampler:
         """Choose a token; `logits` may be modified in place (it is the engine's scratch row)."""
         if self._params.has_penalties and self._counts:
             self._apply_penalties(logits)
-        if self._params.is_greedy:
-            token = int(np.argmax(logits))
-        else:
-            token = self._draw(logits)
+        token = int(np.argmax(logits)) if self._params.is_greedy else self._draw(logits)
         if self._params.has_penalties:
             self._counts[token] += 1
         return token

@@ -1,0 +1,1 @@
+"""Engines run validated requests on a model: embedded llama.cpp today."""
