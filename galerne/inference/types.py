@@ -30,9 +30,13 @@ class ChatMessage:
     name: str | None = None
 
 
+# Below this a temperature is greedy: dividing float32 logits by it overflows to inf/NaN (vLLM: 1e-5).
+MIN_SAMPLING_TEMPERATURE = 1e-5
+
+
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
-    """How to pick tokens. `temperature == 0` means greedy; `seed` makes sampling reproducible."""
+    """How to pick tokens. A temperature near 0 means greedy; `seed` makes sampling reproducible."""
 
     temperature: float = 0.7
     top_p: float = 1.0
@@ -44,7 +48,7 @@ class SamplingParams:
 
     @property
     def is_greedy(self) -> bool:
-        return self.temperature == 0.0
+        return self.temperature < MIN_SAMPLING_TEMPERATURE
 
     @property
     def has_penalties(self) -> bool:

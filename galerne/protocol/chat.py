@@ -29,6 +29,8 @@ class ImageURLChunk(StrictModel):
     image_url: ImageURL | str
 
 
+# OpenAI's rule for `name`; it also keeps control tokens such as `<|im_start|>` out of the prompt.
+ParticipantName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
 ContentChunk = Annotated[TextChunk | ImageURLChunk, Field(discriminator="type")]
 Content = str | list[ContentChunk]
 
@@ -48,13 +50,13 @@ class ToolCall(StrictModel):
 class SystemMessage(StrictModel):
     role: Literal["system", "developer"]
     content: Content
-    name: str | None = None
+    name: ParticipantName | None = None
 
 
 class UserMessage(StrictModel):
     role: Literal["user"]
     content: Content | None
-    name: str | None = None
+    name: ParticipantName | None = None
 
 
 class AssistantMessage(StrictModel):
@@ -62,7 +64,7 @@ class AssistantMessage(StrictModel):
     content: Content | None = None
     tool_calls: list[ToolCall] | None = None
     prefix: bool = False
-    name: str | None = None
+    name: ParticipantName | None = None
     refusal: str | None = None
 
 
@@ -70,7 +72,7 @@ class ToolMessage(StrictModel):
     role: Literal["tool"]
     content: Content | None
     tool_call_id: str | None = None
-    name: str | None = None
+    name: ParticipantName | None = None
 
 
 Message = Annotated[SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")]

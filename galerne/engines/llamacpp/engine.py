@@ -30,7 +30,12 @@ from galerne.engines.llamacpp.sampler import TokenSampler
 from galerne.engines.llamacpp.scheduler import Scheduler, Sequence
 from galerne.engines.llamacpp.template import ChatTemplate
 from galerne.engines.llamacpp.text import TextAssembler
-from galerne.errors import ContextLengthExceededError, EngineOverloadedError, EngineUnavailableError
+from galerne.errors import (
+    ContextLengthExceededError,
+    EngineOverloadedError,
+    EngineUnavailableError,
+    InvalidRequestError,
+)
 from galerne.inference.types import FinishReason, GenerationEvent, GenerationRequest
 
 logger = logging.getLogger(__name__)
@@ -117,7 +122,14 @@ class LlamaCppEngine:
 
     def tokenize_prompt(self, request: GenerationRequest) -> list[int]:
         """The prompt's tokens: template text may hold control tokens, user text never does."""
-        segments = self.template.render(request.messages, assistant_prefix=request.assistant_prefix)
+        rendered = self.template.render(request.messages, assistant_prefix=request.assistant_prefix)
+        for text in rendered.unseparated_user_texts:
+            if self.model.tokenize(text, parse_special=True) != self.model.tokenize(text, parse_special=False):
+                raise InvalidRequestError(
+                    "a message contains control-token text (such as <|im_end|>) that this model's chat template "
+                    "cannot keep apart from its own; remove it"
+                )
+        segments = rendered.segments
         tokens: list[int] = []
         bos = self.model.bos_token
         if self.model.adds_bos and not (segments and segments[0].text.startswith(bos) and bos):
@@ -213,7 +225,7 @@ class LlamaCppEngine:
             scheduler.fail_all(context, "internal engine error")
 
     def _step(self, scheduler: Scheduler, context: LlamaContext) -> None:
-        scheduler.drop_cancelled(context)
+        scheduler.drop_cancelled()
         scheduler.admit(context)
         if not scheduler.schedule(context):
             return

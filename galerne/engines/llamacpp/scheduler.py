@@ -76,15 +76,16 @@ class Scheduler:
     def add(self, sequence: Sequence) -> None:
         self.waiting.append(sequence)
 
-    def drop_cancelled(self, context: LlamaContext) -> None:
+    def drop_cancelled(self) -> None:
         """Release everything whose client went away, before spending compute on it."""
         if any(sequence.is_cancelled for sequence in self.waiting):
             for sequence in [s for s in self.waiting if s.is_cancelled]:
                 self.waiting.remove(sequence)
                 sequence.emit(sequence.finish_event("", FinishReason.CANCELLED))
-        for sequence in [s for s in self.running if s.is_cancelled]:
-            self._release(sequence, context)
-            sequence.emit(sequence.finish_event("", FinishReason.CANCELLED))
+        if any(sequence.is_cancelled for sequence in self.running):
+            for sequence in [s for s in self.running if s.is_cancelled]:
+                self._release(sequence)
+                sequence.emit(sequence.finish_event("", FinishReason.CANCELLED))
 
     def admit(self, context: LlamaContext) -> None:
         free = [slot for slot in self.slots if slot.sequence is None]
@@ -119,13 +120,13 @@ class Scheduler:
             token = sequence.sampler.sample(context.logits(sequence.logits_row))
             sequence.logits_row = -1
             sequence.num_generated += 1
-            self._advance(sequence, token, context)
+            self._advance(sequence, token)
 
     def fail_running(self, context: LlamaContext, message: str) -> None:
         """Fail every running sequence (a decode error); their slots are wiped, not kept for reuse."""
         for sequence in list(self.running):
             slot = sequence.slot
-            self._release(sequence, context)
+            self._release(sequence)
             if slot is not None:
                 context.forget(slot.seq_id)
                 slot.tokens.clear()
@@ -137,22 +138,22 @@ class Scheduler:
             sequence = self.waiting.popleft()
             sequence.emit(sequence.finish_event("", FinishReason.ERROR, message))
 
-    def _advance(self, sequence: Sequence, token: int, context: LlamaContext) -> None:
+    def _advance(self, sequence: Sequence, token: int) -> None:
         if self._model.is_end_of_generation(token):
-            self._finish(sequence, sequence.text.flush(), FinishReason.STOP, context)
+            self._finish(sequence, sequence.text.flush(), FinishReason.STOP)
             return
         text, hit_stop = sequence.text.push(self._model.pieces[token])
         if hit_stop:
-            self._finish(sequence, text, FinishReason.STOP, context)
+            self._finish(sequence, text, FinishReason.STOP)
         elif sequence.num_generated >= sequence.max_new_tokens:
-            self._finish(sequence, text + sequence.text.flush(), FinishReason.LENGTH, context)
+            self._finish(sequence, text + sequence.text.flush(), FinishReason.LENGTH)
         else:
             sequence.next_token = token
             if text:
                 sequence.emit(GenerationEvent(text, len(sequence.prompt), sequence.num_generated))
 
-    def _finish(self, sequence: Sequence, text: str, reason: FinishReason, context: LlamaContext) -> None:
-        self._release(sequence, context)
+    def _finish(self, sequence: Sequence, text: str, reason: FinishReason) -> None:
+        self._release(sequence)
         sequence.emit(sequence.finish_event(text, reason))
 
     def _assign(self, sequence: Sequence, slot: Slot, context: LlamaContext) -> None:
@@ -176,7 +177,8 @@ class Scheduler:
         if wants_logits:
             sequence.logits_row = row
 
-    def _release(self, sequence: Sequence, context: LlamaContext) -> None:
+    def _release(self, sequence: Sequence) -> None:
+        """Free the slot at once; it keeps its KV and tokens so a later prompt can reuse the prefix."""
         slot = sequence.slot
         if slot is not None:
             slot.sequence = None

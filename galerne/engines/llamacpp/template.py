@@ -35,6 +35,15 @@ class Segment:
     is_user_text: bool
 
 
+@dataclass(frozen=True, slots=True)
+class RenderedPrompt:
+    """The prompt's segments. `unseparated_user_texts` is set when the template transformed message
+    contents so that user text could not be kept apart: the caller must then refuse control tokens in it."""
+
+    segments: list[Segment]
+    unseparated_user_texts: tuple[str, ...] = ()
+
+
 def _raise_exception(message: str) -> None:
     raise InvalidRequestError(f"the model's chat template refused this conversation: {message}")
 
@@ -56,7 +65,7 @@ class ChatTemplate:
         self._bos_token = bos_token
         self._eos_token = eos_token
 
-    def render(self, messages: Sequence[ChatMessage], *, assistant_prefix: str | None = None) -> list[Segment]:
+    def render(self, messages: Sequence[ChatMessage], *, assistant_prefix: str | None = None) -> RenderedPrompt:
         """Segments of the prompt that asks the model for the next assistant turn (or continues `prefix`)."""
         contents = [message.content for message in messages]
         placeholders: list[dict[str, Any]] = [
@@ -66,12 +75,16 @@ class ChatTemplate:
         ]
         text = self._render(placeholders)
         segments = _split(text, contents)
+        unseparated: tuple[str, ...] = ()
         if segments is None:  # the template transformed the content; render it for real
-            text = self._render([{"role": m.role.value, "content": m.content} for m in messages])
+            text = self._render(
+                [{"role": m.role.value, "content": m.content} | ({"name": m.name} if m.name else {}) for m in messages]
+            )
             segments = [Segment(text, is_user_text=False)]
+            unseparated = tuple(contents)
         if assistant_prefix:
             segments.append(Segment(assistant_prefix, is_user_text=True))
-        return segments
+        return RenderedPrompt(segments, unseparated)
 
     def _render(self, messages: list[dict[str, Any]]) -> str:
         try:

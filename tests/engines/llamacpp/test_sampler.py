@@ -133,6 +133,15 @@ def test_low_temperature_concentrates_and_high_temperature_spreads() -> None:
     assert _entropy(hot) > 1.5 > 0.1 > _entropy(cold)
 
 
+@pytest.mark.parametrize("temperature", [1e-6, 1e-38, 1e-50])
+def test_tiny_temperature_picks_the_argmax(temperature: float) -> None:
+    """Any temperature the API accepts (>= 0) must work: a tiny one behaves like greedy, not like NaN."""
+    logits = np.array([1.0, 5.0, 2.0, 0.5], dtype=np.float32)
+    for top_p in (1.0, 0.9):
+        sampler = TokenSampler(SamplingParams(temperature=temperature, top_p=top_p, seed=0))
+        assert _draws(sampler, logits, 5) == [1] * 5, f"top_p={top_p}"
+
+
 def test_temperature_one_matches_softmax() -> None:
     logits = np.array([1.0, 0.0], dtype=np.float32)
     counts = Counter(_draws(TokenSampler(SamplingParams(temperature=1.0, seed=21)), logits, 5000))

@@ -1,0 +1,110 @@
+"""The `galerne` command, run as a real process: `models` lists, `serve` refuses a bad catalogue."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from galerne.catalog import BUNDLED_MODEL_ID
+
+
+def _galerne(home: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("GALERNE_")}
+    environment |= {"GALERNE_HOME": str(home), **extra_env}
+    return subprocess.run(
+        [sys.executable, "-m", "galerne", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+        check=False,
+    )
+
+
+def _catalogue(tmp_path: Path, gguf: Path) -> Path:
+    path = tmp_path / "catalogue.toml"
+    path.write_text(f'[[models]]\nid = "broken"\ngguf = "{gguf}"\n', encoding="utf-8")
+    return path
+
+
+def _assert_clean_failure(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ")
+    for needle in needles:
+        assert needle in result.stderr
+    assert "Galerne serving" not in result.stdout
+
+
+def test_models_json_lists_the_bundled_model(tmp_path: Path) -> None:
+    result = _galerne(tmp_path, "models", "--json")
+    assert result.returncode == 0, result.stderr
+    models = json.loads(result.stdout)
+    assert [model["id"] for model in models] == [BUNDLED_MODEL_ID]
+    assert models[0]["aliases"] == ["smollm2", "default"]
+    assert models[0]["capabilities"] == ["chat"]
+    assert models[0]["context_length"] == 4096
+
+
+def test_models_text_lists_aliases(tmp_path: Path) -> None:
+    result = _galerne(tmp_path, "models")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{BUNDLED_MODEL_ID} (aliases: smollm2, default)")
+
+
+def test_models_json_with_a_config_file_puts_the_default_first(tmp_path: Path) -> None:
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(28))
+    config = tmp_path / "catalogue.toml"
+    config.write_text(
+        f'default_model = "b"\n[[models]]\nid = "a"\ngguf = "{gguf}"\n[[models]]\nid = "b"\ngguf = "{gguf}"\n',
+        encoding="utf-8",
+    )
+    result = _galerne(tmp_path, "models", "--json", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert [model["id"] for model in json.loads(result.stdout)] == ["b", "a"]
+
+
+def test_serve_refuses_a_file_that_is_not_a_gguf(tmp_path: Path) -> None:
+    fake = tmp_path / "not-a-model.gguf"
+    fake.write_text("this is not a model\n", encoding="utf-8")
+    result = _galerne(tmp_path / "home", "serve", "--config", str(_catalogue(tmp_path, fake)), "--port", "0")
+    _assert_clean_failure(result, str(fake), "is not a GGUF file", "'broken'")
+    assert (tmp_path / "home").is_dir()  # GALERNE_HOME was honoured before the catalogue check
+
+
+def test_serve_refuses_a_missing_gguf(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.gguf"
+    result = _galerne(tmp_path / "home", "serve", "--config", str(_catalogue(tmp_path, missing)), "--port", "0")
+    _assert_clean_failure(result, str(missing), "GGUF file not found")
+
+
+def test_serve_refuses_invalid_toml(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[[models]\n", encoding="utf-8")
+    result = _galerne(tmp_path / "home", "serve", "--config", str(config), "--port", "0")
+    _assert_clean_failure(result, str(config), "not valid TOML")
+
+
+def test_serve_reads_the_catalogue_from_galerne_config(tmp_path: Path) -> None:
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"NOPE")
+    config = str(_catalogue(tmp_path, fake))
+    result = _galerne(tmp_path / "home", "serve", "--port", "0", GALERNE_CONFIG=config)
+    _assert_clean_failure(result, str(fake), "is not a GGUF file")
+
+
+def test_serve_refuses_a_package_reference_to_a_missing_parent_package(tmp_path: Path) -> None:
+    config = tmp_path / "catalogue.toml"
+    config.write_text('[[models]]\nid = "m"\ngguf = "package:galerne_no_such_pkg.weights/m.gguf"\n', encoding="utf-8")
+    result = _galerne(tmp_path / "home", "serve", "--config", str(config), "--port", "0")
+    _assert_clean_failure(result, "galerne_no_such_pkg.weights")
+
+
+def test_models_refuses_a_missing_config_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    result = _galerne(tmp_path, "models", "--config", str(missing))
+    _assert_clean_failure(result, f"catalogue file not found: {missing}")
