@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from galerne.inference.constraints import OutputConstraint
+
 
 class Role(StrEnum):
     SYSTEM = "system"
@@ -22,12 +24,23 @@ class FinishReason(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call the assistant made earlier in the conversation; `arguments` is JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
     """A normalised message: content is plain text, chunk lists are already joined."""
 
     role: Role
     content: str
     name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
 
 # Below this a temperature is greedy: dividing float32 logits by it overflows to inf/NaN (vLLM: 1e-5).
@@ -60,12 +73,14 @@ class GenerationRequest:
     """A validated chat request: the conversation, how to sample it, and an optional reply prefix.
 
     `assistant_prefix` is the text of a last assistant message sent with `prefix: true`; the reply
-    continues it (la Plateforme's semantics) and does not repeat it.
+    continues it (la Plateforme's semantics) and does not repeat it. `constraint`, when set, is a
+    guarantee about the reply's shape that the engine must enforce while decoding.
     """
 
     messages: tuple[ChatMessage, ...]
     sampling: SamplingParams = field(default_factory=SamplingParams)
     assistant_prefix: str | None = None
+    constraint: OutputConstraint | None = None
 
 
 @dataclass(slots=True)

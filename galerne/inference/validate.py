@@ -6,8 +6,14 @@ la Plateforme's semantic rules, which give 400 with a message saying how to fix 
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+from jsonschema import Draft202012Validator, SchemaError
+
 from galerne.errors import InvalidRequestError, UnsupportedFeatureError
-from galerne.inference.types import ChatMessage, GenerationRequest, Role, SamplingParams
+from galerne.inference.constraints import JsonOutput, OutputConstraint, ToolCallOutput, ToolChoice, ToolSpec
+from galerne.inference.types import ChatMessage, GenerationRequest, Role, SamplingParams, ToolCall
 from galerne.protocol import chat as wire
 
 DEFAULT_TEMPERATURE = 0.7
@@ -36,42 +42,137 @@ def to_generation_request(
 
     Example: ``to_generation_request(ChatCompletionRequest(model="m", messages=[...]), model_id="m")``.
     """
-    _refuse_unsupported(request, model_id)
+    if request.logprobs or request.top_logprobs:
+        raise UnsupportedFeatureError("logprobs are not supported; remove `logprobs`", param="logprobs")
     messages = [_normalise(message, index, model_id) for index, message in enumerate(request.messages)]
     prefix = _split_prefix(request.messages, messages)
     _check_order(messages, has_prefix=prefix is not None)
+    _check_tool_results(messages)
     if request.safe_prompt:
         messages.insert(0, ChatMessage(role=Role.SYSTEM, content=SAFE_PROMPT))
-    sampling = _sampling(request, default_temperature)
-    return GenerationRequest(messages=tuple(messages), sampling=sampling, assistant_prefix=prefix)
+    return GenerationRequest(
+        messages=tuple(messages),
+        sampling=_sampling(request, default_temperature),
+        assistant_prefix=prefix,
+        constraint=_constraint(request),
+    )
 
 
-def _refuse_unsupported(request: wire.ChatCompletionRequest, model_id: str) -> None:
-    """Refuse, rather than silently ignore, what this model cannot guarantee yet."""
-    if request.tools or request.tool_choice is not None:
-        raise UnsupportedFeatureError(
-            f"model {model_id!r} does not support function calling yet; remove `tools` and `tool_choice`",
-            param="tools",
+def _constraint(request: wire.ChatCompletionRequest) -> OutputConstraint | None:
+    """The shape the reply must have: a JSON schema, tool calls, or nothing (free text)."""
+    response_format = request.response_format
+    json_format = response_format if response_format is not None and response_format.type != "text" else None
+    if request.tool_choice is not None and not request.tools:
+        raise InvalidRequestError("`tool_choice` needs `tools`", param="tool_choice")
+    if request.tools and json_format is not None:
+        raise InvalidRequestError("send either `tools` or a JSON `response_format`, not both", param="response_format")
+    if request.tools:
+        return _tool_output(request.tools, request.tool_choice, request.parallel_tool_calls)
+    if json_format is not None:
+        return _json_output(json_format)
+    return None
+
+
+def _json_output(response_format: wire.ResponseFormat) -> JsonOutput:
+    if response_format.type == "json_object":
+        return JsonOutput(schema=None)
+    if response_format.json_schema is None:
+        raise InvalidRequestError(
+            "response_format of type json_schema needs a `json_schema` with a `schema`",
+            param="response_format.json_schema",
         )
-    if request.response_format is not None and request.response_format.type != "text":
-        raise UnsupportedFeatureError(
-            f"response_format {request.response_format.type!r} is not supported by model {model_id!r} yet; "
-            "use {'type': 'text'}",
-            param="response_format",
+    schema = response_format.json_schema.schema_
+    _check_schema(schema, param="response_format.json_schema.schema")
+    return JsonOutput(schema=schema, name=response_format.json_schema.name)
+
+
+def _tool_output(
+    tools: list[wire.Tool], tool_choice: wire.ToolChoice | None, allows_parallel_calls: bool
+) -> ToolCallOutput | None:
+    specs = tuple(
+        ToolSpec(name=tool.function.name, description=tool.function.description, parameters=tool.function.parameters)
+        for tool in tools
+    )
+    names = [spec.name for spec in specs]
+    if len(set(names)) != len(names):
+        raise InvalidRequestError("tool names must be unique", param="tools")
+    for index, spec in enumerate(specs):
+        _check_schema(spec.parameters, param=f"tools[{index}].function.parameters")
+    if tool_choice is None or tool_choice == "auto":
+        return ToolCallOutput(specs, ToolChoice.AUTO, allows_parallel_calls=allows_parallel_calls)
+    if tool_choice == "none":
+        return None
+    if not isinstance(tool_choice, wire.NamedToolChoice):  # "any" or "required"
+        return ToolCallOutput(specs, ToolChoice.REQUIRED, allows_parallel_calls=allows_parallel_calls)
+    if tool_choice.function.name not in names:
+        raise InvalidRequestError(
+            f"tool_choice names {tool_choice.function.name!r}, which is not among the tools ({', '.join(names)})",
+            param="tool_choice",
         )
-    if request.logprobs or request.top_logprobs:
-        raise UnsupportedFeatureError("logprobs are not supported; remove `logprobs`", param="logprobs")
+    return ToolCallOutput(specs, ToolChoice.NAMED, named=tool_choice.function.name)
+
+
+def _check_schema(schema: dict[str, Any], *, param: str) -> None:
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise InvalidRequestError(f"invalid JSON schema: {exc.message}", param=param) from exc
 
 
 def _normalise(message: wire.Message, index: int, model_id: str) -> ChatMessage:
     role = Role.SYSTEM if message.role == "developer" else Role(message.role)
+    content = _text_of(message.content, index, model_id)
     if isinstance(message, wire.AssistantMessage) and message.tool_calls:
-        raise UnsupportedFeatureError(
-            f"messages[{index}]: assistant `tool_calls` need function calling, which model {model_id!r} "
-            "does not support yet",
-            param=f"messages[{index}].tool_calls",
+        calls = tuple(_tool_call(call, index, position) for position, call in enumerate(message.tool_calls))
+        return ChatMessage(role=role, content=content, name=message.name, tool_calls=calls)
+    if isinstance(message, wire.ToolMessage):
+        return ChatMessage(role=role, content=content, name=message.name, tool_call_id=message.tool_call_id)
+    return ChatMessage(role=role, content=content, name=message.name)
+
+
+def _tool_call(call: wire.ToolCall, index: int, position: int) -> ToolCall:
+    if not call.id or call.id == "null":
+        raise InvalidRequestError(
+            f"messages[{index}].tool_calls[{position}]: the call needs the `id` it was given",
+            param=f"messages[{index}].tool_calls[{position}].id",
         )
-    return ChatMessage(role=role, content=_text_of(message.content, index, model_id), name=message.name)
+    arguments = call.function.arguments
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+    return ToolCall(id=call.id, name=call.function.name, arguments=text)
+
+
+def _check_tool_results(messages: list[ChatMessage]) -> None:
+    """Every tool call is answered by exactly one tool message, right after it, with its id."""
+    pending: dict[str, str] = {}
+    for index, message in enumerate(messages):
+        if message.role is Role.TOOL:
+            if not message.tool_call_id:
+                raise InvalidRequestError(
+                    f"messages[{index}]: a tool message needs the `tool_call_id` of the call it answers",
+                    param=f"messages[{index}].tool_call_id",
+                )
+            if message.tool_call_id not in pending:
+                expected = ", ".join(pending) or "none are pending"
+                raise InvalidRequestError(
+                    f"messages[{index}]: tool_call_id {message.tool_call_id!r} does not match a call of the "
+                    f"previous assistant message (expected one of: {expected})",
+                    param=f"messages[{index}].tool_call_id",
+                )
+            del pending[message.tool_call_id]
+            continue
+        if pending:
+            raise InvalidRequestError(
+                f"messages[{index}]: tool calls {', '.join(pending)} have no tool message with their result",
+                param=f"messages[{index}]",
+            )
+        ids = [call.id for call in message.tool_calls]
+        if len(set(ids)) != len(ids):
+            raise InvalidRequestError(f"messages[{index}]: tool call ids repeat", param=f"messages[{index}].tool_calls")
+        pending = {call.id: call.name for call in message.tool_calls}
+    if pending:
+        raise InvalidRequestError(
+            f"tool calls {', '.join(pending)} have no tool message with their result", param="messages"
+        )
 
 
 def _text_of(content: wire.Content | None, index: int, model_id: str) -> str:

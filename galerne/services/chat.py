@@ -19,11 +19,13 @@ from dataclasses import dataclass, field, replace
 
 from galerne.engines.base import Generation
 from galerne.errors import GalerneError
+from galerne.inference.constraints import JsonOutput, OutputConstraint, ToolCallOutput, ToolChoice
 from galerne.inference.types import ChatMessage, FinishReason, GenerationEvent, GenerationRequest, Role
 from galerne.inference.validate import DEFAULT_TEMPERATURE, to_generation_request
 from galerne.protocol import chat as wire
 from galerne.services.metrics import Metrics
 from galerne.services.models import ModelRegistry
+from galerne.structured.outputs import check_json_reply, looks_like_tool_calls, parse_tool_calls
 
 
 class GenerationFailedError(GalerneError):
@@ -38,6 +40,8 @@ class _ChoiceProgress:
     last_text_at: float | None = None
     completion_tokens: int = 0
     finish_reason: FinishReason | None = None
+    is_holding_tool_calls: bool = False
+    text: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -50,6 +54,7 @@ class ChatRun:
     prefix: str
     generations: list[Generation]
     progress: list[_ChoiceProgress] = field(default_factory=list)
+    constraint: OutputConstraint | None = None
 
     @property
     def prompt_tokens(self) -> int:
@@ -92,34 +97,30 @@ class ChatService:
                 generation.cancel()
             raise
         now = time.monotonic()
+        prefix = generation_request.assistant_prefix or ""
         return ChatRun(
             id=uuid.uuid4().hex,
             created=int(time.time()),
             model=entry.id,
-            prefix=generation_request.assistant_prefix or "",
+            prefix=prefix,
             generations=generations,
-            progress=[_ChoiceProgress(started=now) for _ in generations],
+            progress=[_ChoiceProgress(started=now, text=[prefix]) for _ in generations],
+            constraint=generation_request.constraint,
         )
 
     async def complete(self, run: ChatRun) -> wire.ChatCompletionResponse:
         """Wait for every choice and return the whole reply."""
-        texts = [[run.prefix] for _ in run.generations]
         status = "cancelled"
         try:
             async for index, event in _merge(run.generations):
-                texts[index].append(event.text)
                 self._observe(run, index, event)
             status = self._final_status(run)
         finally:
             self._record(run, status)
-        choices = [
-            wire.Choice(
-                index=index,
-                message=wire.ResponseMessage(content="".join(parts)),
-                finish_reason=_wire_finish(run.progress[index].finish_reason),
-            )
-            for index, parts in enumerate(texts)
-        ]
+        choices = []
+        for index, progress in enumerate(run.progress):
+            message, finish_reason = _reply(run.constraint, "".join(progress.text), progress.finish_reason)
+            choices.append(wire.Choice(index=index, message=message, finish_reason=finish_reason))
         return wire.ChatCompletionResponse(
             id=run.id, created=run.created, model=run.model, choices=choices, usage=run.usage()
         )
@@ -132,12 +133,16 @@ class ChatService:
                 yield self._chunk(run, index, wire.Delta(role="assistant", content=run.prefix))
             async for index, event in _merge(run.generations):
                 self._observe(run, index, event)
-                if event.text:
+                if event.text and not run.progress[index].is_holding_tool_calls:
                     yield self._chunk(run, index, wire.Delta(content=event.text))
             status = self._final_status(run)
             last = len(run.generations) - 1
             for index, progress in enumerate(run.progress):
-                reason = _wire_finish(progress.finish_reason)
+                message, reason = _reply(run.constraint, "".join(progress.text), progress.finish_reason)
+                if message.tool_calls:
+                    yield self._chunk(run, index, wire.Delta(tool_calls=message.tool_calls))
+                elif progress.is_holding_tool_calls:  # cut short: what came is sent as text
+                    yield self._chunk(run, index, wire.Delta(content=message.content))
                 usage = run.usage() if index == last else None
                 yield self._chunk(run, index, wire.Delta(), finish_reason=reason, usage=usage)
         finally:
@@ -164,6 +169,9 @@ class ChatService:
         progress = run.progress[index]
         progress.completion_tokens = event.completion_tokens
         if event.text:
+            if progress.last_text_at is None and _starts_tool_calls(run.constraint, event.text):
+                progress.is_holding_tool_calls = True
+            progress.text.append(event.text)
             now = time.monotonic()
             if progress.last_text_at is None:
                 self._metrics.time_to_first_token.labels(run.model).observe(now - progress.started)
@@ -229,6 +237,30 @@ def _for_choice(request: GenerationRequest, index: int) -> GenerationRequest:
     if index == 0 or seed is None:
         return request
     return replace(request, sampling=replace(request.sampling, seed=seed + index))
+
+
+def _starts_tool_calls(constraint: OutputConstraint | None, first_text: str) -> bool:
+    """Calls are sent whole at the end (as la Plateforme does), so hold a reply that starts as calls."""
+    if not isinstance(constraint, ToolCallOutput):
+        return False
+    return constraint.choice is not ToolChoice.AUTO or looks_like_tool_calls(first_text)
+
+
+def _reply(
+    constraint: OutputConstraint | None, text: str, reason: FinishReason | None
+) -> tuple[wire.ResponseMessage, wire.FinishReason | None]:
+    """The assistant message for a finished choice: tool calls, checked JSON, or text."""
+    if reason is FinishReason.STOP and isinstance(constraint, ToolCallOutput):
+        calls = parse_tool_calls(text, constraint)
+        if calls is not None:
+            tool_calls = [
+                wire.ResponseToolCall(id=call.id, function={"name": call.name, "arguments": call.arguments}, index=i)
+                for i, call in enumerate(calls)
+            ]
+            return wire.ResponseMessage(content="", tool_calls=tool_calls), "tool_calls"
+    if reason is FinishReason.STOP and isinstance(constraint, JsonOutput):
+        check_json_reply(text, constraint.schema)
+    return wire.ResponseMessage(content=text), _wire_finish(reason)
 
 
 def _with_system_prompt(request: GenerationRequest, system_prompt: str | None) -> GenerationRequest:

@@ -129,12 +129,11 @@ def test_prompt_plus_max_tokens_over_context_is_400(server: RunningServer, model
 
 
 def test_unsupported_features_are_refused_not_ignored(server: RunningServer, model_id: str) -> None:
-    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
     assert_error(
-        post(server, {"model": model_id, "messages": USER, "tools": tools}),
+        post(server, {"model": model_id, "messages": USER, "logprobs": True}),
         400,
         error_type="invalid_request_error",
-        mentions="function calling",
+        mentions="logprobs",
     )
     image = [{"type": "image_url", "image_url": "http://example.invalid/cat.png"}]
     assert_error(

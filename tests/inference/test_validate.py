@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from galerne.errors import InvalidRequestError, UnsupportedFeatureError
-from galerne.inference.types import ChatMessage, Role, SamplingParams
+from galerne.inference.constraints import JsonOutput, ToolCallOutput, ToolChoice
+from galerne.inference.types import ChatMessage, Role, SamplingParams, ToolCall
 from galerne.inference.validate import (
     DEFAULT_TEMPERATURE,
     MAX_STOP_LENGTH,
@@ -22,6 +23,11 @@ USER = {"role": "user", "content": "Hello"}
 SYSTEM = {"role": "system", "content": "Be brief."}
 ASSISTANT = {"role": "assistant", "content": "Hi!"}
 TOOL = {"role": "tool", "content": "42", "tool_call_id": "call_1"}
+CALLING = {
+    "role": "assistant",
+    "content": "calling",
+    "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+}
 
 
 def _convert(messages: list[dict[str, Any]], **fields: Any):  # type: ignore[no-untyped-def]
@@ -94,7 +100,7 @@ def test_first_role_assistant_or_tool_is_refused(first: dict[str, Any], role: st
 
 @pytest.mark.parametrize("last", [USER, TOOL])
 def test_last_role_user_or_tool_is_accepted(last: dict[str, Any]) -> None:
-    messages = [SYSTEM, USER, {"role": "assistant", "content": "calling"}, last]
+    messages = [SYSTEM, USER, CALLING if last is TOOL else ASSISTANT, last]
     assert _convert(messages).messages[-1].role is Role(last["role"])
 
 
@@ -119,7 +125,7 @@ def test_assistant_prefix_is_taken_off_the_conversation() -> None:
 
 
 def test_assistant_prefix_after_a_tool_message_is_accepted() -> None:
-    messages = [USER, ASSISTANT, TOOL, {"role": "assistant", "content": "The answer", "prefix": True}]
+    messages = [USER, CALLING, TOOL, {"role": "assistant", "content": "The answer", "prefix": True}]
     assert _convert(messages).assistant_prefix == "The answer"
 
 
@@ -151,6 +157,35 @@ def test_assistant_without_prefix_flag_is_not_a_prefix() -> None:
 # --- role order ----------------------------------------------------------------------------------
 
 
+def _conversation(roles: list[str]) -> list[dict[str, Any]]:
+    """Messages with these roles; an assistant followed by tool messages calls one tool per result."""
+    messages: list[dict[str, Any]] = []
+    caller, answered = 0, 0
+    for index, role in enumerate(roles):
+        message: dict[str, Any] = {"role": role, "content": f"m{index}"}
+        if role == "assistant":
+            following = roles[index + 1 :]
+            results = _leading_tools(following)
+            if results:
+                function = {"name": "f", "arguments": "{}"}
+                message["tool_calls"] = [
+                    {"id": f"c{index}n{n}", "type": "function", "function": function} for n in range(results)
+                ]
+            caller, answered = index, 0
+        if role == "tool":
+            message["tool_call_id"] = f"c{caller}n{answered}"
+            answered += 1
+        messages.append(message)
+    return messages
+
+
+def _leading_tools(roles: list[str]) -> int:
+    count = 0
+    while count < len(roles) and roles[count] == "tool":
+        count += 1
+    return count
+
+
 @pytest.mark.parametrize(
     "roles",
     [
@@ -165,7 +200,7 @@ def test_assistant_without_prefix_flag_is_not_a_prefix() -> None:
     ],
 )
 def test_allowed_role_orders(roles: list[str]) -> None:
-    messages = [{"role": role, "content": f"m{index}"} for index, role in enumerate(roles)]
+    messages = _conversation(roles)
     assert [message.role.value for message in _convert(messages).messages] == roles
 
 
@@ -178,8 +213,7 @@ def test_allowed_role_orders(roles: list[str]) -> None:
     ],
 )
 def test_refused_role_orders(roles: list[str], index: int, previous: str, current: str) -> None:
-    messages = [{"role": role, "content": f"m{i}"} for i, role in enumerate(roles)]
-    error = _refused(messages)
+    error = _refused(_conversation(roles))
     assert type(error) is InvalidRequestError
     assert error.param == f"messages[{index}].role"
     assert error.message == f"Unexpected role '{current}' after role '{previous}'"
@@ -244,32 +278,117 @@ def test_empty_or_long_stop_is_refused(stop: str | list[str]) -> None:
 # --- unsupported features ------------------------------------------------------------------------
 
 
-def test_tools_are_refused() -> None:
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
-    error = _refused([USER], tools=tools)
-    assert isinstance(error, UnsupportedFeatureError)
-    assert error.code == "unsupported_feature"
-    assert error.param == "tools"
-    assert "function calling" in error.message
-    assert MODEL in error.message
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+CALL = {"id": "abcDEF123", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+
+
+def test_tools_default_to_auto_choice() -> None:
+    constraint = _convert([USER], tools=[WEATHER]).constraint
+    assert isinstance(constraint, ToolCallOutput)
+    assert constraint.choice is ToolChoice.AUTO
+    assert [tool.name for tool in constraint.tools] == ["get_weather"]
+    assert constraint.allows_parallel_calls is True
+
+
+@pytest.mark.parametrize(("choice", "expected"), [("any", ToolChoice.REQUIRED), ("required", ToolChoice.REQUIRED)])
+def test_any_and_required_force_a_call(choice: str, expected: ToolChoice) -> None:
+    constraint = _convert([USER], tools=[WEATHER], tool_choice=choice, parallel_tool_calls=False).constraint
+    assert isinstance(constraint, ToolCallOutput)
+    assert constraint.choice is expected
+    assert constraint.allows_parallel_calls is False
+
+
+def test_named_choice_names_the_tool() -> None:
+    choice = {"type": "function", "function": {"name": "get_weather"}}
+    constraint = _convert([USER], tools=[WEATHER], tool_choice=choice).constraint
+    assert isinstance(constraint, ToolCallOutput)
+    assert (constraint.choice, constraint.named) == (ToolChoice.NAMED, "get_weather")
+
+
+def test_none_choice_means_free_text() -> None:
+    assert _convert([USER], tools=[WEATHER], tool_choice="none").constraint is None
+
+
+def test_named_choice_must_be_a_given_tool() -> None:
+    error = _refused([USER], tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "nope"}})
+    assert error.param == "tool_choice"
+    assert "'nope'" in error.message and "get_weather" in error.message
 
 
 @pytest.mark.parametrize("choice", ["none", "auto", {"type": "function", "function": {"name": "f"}}])
 def test_tool_choice_alone_is_refused(choice: Any) -> None:
     error = _refused([USER], tool_choice=choice)
-    assert isinstance(error, UnsupportedFeatureError)
-    assert error.param == "tools"
+    assert error.param == "tool_choice"
+
+
+def test_duplicate_tool_names_are_refused() -> None:
+    assert "unique" in _refused([USER], tools=[WEATHER, WEATHER]).message
+
+
+def test_invalid_parameters_schema_is_refused() -> None:
+    broken = {"type": "function", "function": {"name": "f", "parameters": {"type": "objekt"}}}
+    error = _refused([USER], tools=[broken])
+    assert error.param == "tools[0].function.parameters"
+    assert "invalid JSON schema" in error.message
+
+
+def test_tools_and_json_response_format_together_are_refused() -> None:
+    error = _refused([USER], tools=[WEATHER], response_format={"type": "json_object"})
+    assert error.param == "response_format"
+
+
+def test_json_object_and_json_schema_become_json_constraints() -> None:
+    assert _convert([USER], response_format={"type": "json_object"}).constraint == JsonOutput(schema=None)
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "thing", "schema": schema, "strict": True}}
+    assert _convert([USER], response_format=fmt).constraint == JsonOutput(schema=schema, name="thing")
+
+
+def test_json_schema_needs_a_schema() -> None:
+    error = _refused([USER], response_format={"type": "json_schema"})
+    assert error.param == "response_format.json_schema"
+
+
+def test_invalid_json_schema_is_refused() -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": 12}}}
+    assert _refused([USER], response_format=fmt).param == "response_format.json_schema.schema"
+
+
+def test_a_tool_round_trip_is_accepted() -> None:
+    result = {"role": "tool", "content": "22 C", "tool_call_id": "abcDEF123", "name": "get_weather"}
+    generation = _convert([USER, {"role": "assistant", "content": None, "tool_calls": [CALL]}, result], tools=[WEATHER])
+    assistant = generation.messages[1]
+    assert assistant.tool_calls == (ToolCall("abcDEF123", "get_weather", '{"city":"Paris"}'),)
+    assert generation.messages[2].tool_call_id == "abcDEF123"
+
+
+def test_object_arguments_are_serialised() -> None:
+    call = {**CALL, "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+    result = {"role": "tool", "content": "22 C", "tool_call_id": "abcDEF123"}
+    generation = _convert([USER, {"role": "assistant", "tool_calls": [call]}, result])
+    assert generation.messages[1].tool_calls[0].arguments == '{"city": "Paris"}'
 
 
 @pytest.mark.parametrize(
-    "response_format",
-    [{"type": "json_object"}, {"type": "json_schema", "json_schema": {"name": "r", "schema": {}}}],
+    ("messages", "mentions"),
+    [
+        ([USER, {"role": "assistant", "tool_calls": [CALL]}, {**TOOL, "tool_call_id": "zzz"}], "does not match"),
+        ([USER, {"role": "assistant", "tool_calls": [CALL]}, USER], "have no tool message"),
+        ([USER, {"role": "assistant", "tool_calls": [CALL, CALL]}, {**TOOL, "tool_call_id": "abcDEF123"}], "repeat"),
+        ([USER, ASSISTANT, TOOL], "does not match"),
+        ([USER, {"role": "assistant", "tool_calls": [{**CALL, "id": "null"}]}, TOOL], "needs the `id`"),
+        ([USER, {"role": "assistant", "tool_calls": [CALL]}, {"role": "tool", "content": "x"}], "tool_call_id"),
+    ],
 )
-def test_structured_response_format_is_refused(response_format: dict[str, Any]) -> None:
-    error = _refused([USER], response_format=response_format)
-    assert isinstance(error, UnsupportedFeatureError)
-    assert error.param == "response_format"
-    assert repr(response_format["type"]) in error.message
+def test_mismatched_tool_calls_and_results_are_400(messages: list[Any], mentions: str) -> None:
+    assert mentions in _refused(messages).message
 
 
 def test_text_response_format_is_accepted() -> None:
@@ -282,14 +401,6 @@ def test_logprobs_are_refused(fields: dict[str, Any]) -> None:
     assert isinstance(error, UnsupportedFeatureError)
     assert error.param == "logprobs"
     assert "logprobs are not supported" in error.message
-
-
-def test_assistant_tool_calls_are_refused() -> None:
-    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
-    error = _refused([USER, {"role": "assistant", "content": None, "tool_calls": [call]}, TOOL])
-    assert isinstance(error, UnsupportedFeatureError)
-    assert error.param == "messages[1].tool_calls"
-    assert "function calling" in error.message
 
 
 @pytest.mark.parametrize(

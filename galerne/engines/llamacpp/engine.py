@@ -18,13 +18,17 @@ import asyncio
 import logging
 import os
 import threading
+import warnings
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import llguidance.llamacpp
+
 from galerne.engines.base import EngineCapabilities, EngineStats
 from galerne.engines.llamacpp.context import ContextShape, DecodeError, LlamaContext
+from galerne.engines.llamacpp.guide import GrammarGuide
 from galerne.engines.llamacpp.model import LlamaModel
 from galerne.engines.llamacpp.sampler import TokenSampler
 from galerne.engines.llamacpp.scheduler import Scheduler, Sequence
@@ -37,6 +41,8 @@ from galerne.errors import (
     InvalidRequestError,
 )
 from galerne.inference.types import FinishReason, GenerationEvent, GenerationRequest
+from galerne.structured.grammars import GrammarCache
+from galerne.structured.prompts import with_output_instructions
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +101,7 @@ class EmbeddedGeneration:
 class LlamaCppEngine:
     """Continuous batching over llama.cpp for one model (see `scheduler` for the policy)."""
 
-    capabilities = EngineCapabilities(supports_chat=True)
+    capabilities = EngineCapabilities(supports_chat=True, supports_tools=True, supports_json=True)
 
     def __init__(self, config: EmbeddedModelConfig) -> None:
         self.config = config
@@ -112,6 +118,10 @@ class LlamaCppEngine:
             num_threads=threads,
         )
         self._context = LlamaContext(self.model, shape)
+        with warnings.catch_warnings():  # llguidance calls a llama.cpp binding deprecated in 0.3.36, per token
+            warnings.simplefilter("ignore", DeprecationWarning)
+            tokenizer = llguidance.llamacpp.lltokenizer_from_vocab(self.model.vocab)
+        self._grammars = GrammarCache(tokenizer)
         self._scheduler = Scheduler(self.model, config.num_slots)
         self._inbox: deque[Sequence] = deque()
         self._wakeup = threading.Condition()
@@ -122,7 +132,8 @@ class LlamaCppEngine:
 
     def tokenize_prompt(self, request: GenerationRequest) -> list[int]:
         """The prompt's tokens: template text may hold control tokens, user text never does."""
-        rendered = self.template.render(request.messages, assistant_prefix=request.assistant_prefix)
+        messages = with_output_instructions(request.messages, request.constraint)
+        rendered = self.template.render(messages, assistant_prefix=request.assistant_prefix)
         for text in rendered.unseparated_user_texts:
             if self.model.tokenize(text, parse_special=True) != self.model.tokenize(text, parse_special=False):
                 raise InvalidRequestError(
@@ -144,6 +155,9 @@ class LlamaCppEngine:
             raise EngineUnavailableError("the model engine is not running; retry shortly")
         prompt = self.tokenize_prompt(request)
         max_new = self._max_new_tokens(len(prompt), request.sampling.max_tokens)
+        guide = None
+        if request.constraint is not None:
+            guide = GrammarGuide(self._grammars.matcher(request.constraint), self.model.num_vocab)
         if len(self._inbox) + len(self._scheduler.waiting) >= self.config.max_queued:
             raise EngineOverloadedError(
                 f"the model is busy: {self.config.max_queued} requests are already queued; retry shortly"
@@ -155,6 +169,7 @@ class LlamaCppEngine:
             sampler=TokenSampler(request.sampling),
             text=TextAssembler(request.sampling.stop),
             emit=generation.push,
+            guide=guide,
         )
         generation.sequence = sequence
         if max_new == 0:

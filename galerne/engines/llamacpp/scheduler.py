@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from galerne.engines.llamacpp.context import LlamaContext
+from galerne.engines.llamacpp.guide import GrammarGuide, GrammarViolation
 from galerne.engines.llamacpp.model import LlamaModel
 from galerne.engines.llamacpp.sampler import TokenSampler
 from galerne.engines.llamacpp.text import TextAssembler
@@ -36,11 +37,12 @@ class Sequence:
     sampler: TokenSampler
     text: TextAssembler
     emit: EventSink
+    guide: GrammarGuide | None = None
     is_cancelled: bool = False
     num_generated: int = 0
     num_prefilled: int = 0
     num_cached: int = 0
-    next_token: int | None = None
+    pending: list[int] = field(default_factory=list)  # sampled (and forced) tokens not yet decoded
     logits_row: int = -1
     slot: Slot | None = None
 
@@ -98,17 +100,18 @@ class Scheduler:
     def schedule(self, context: LlamaContext) -> bool:
         """Fill the batch; returns False when there is nothing to decode."""
         for sequence in self.running:
-            if sequence.next_token is not None:
-                self._append(sequence, [sequence.next_token], context, wants_logits=True)
-                sequence.next_token = None
+            if sequence.pending and context.space_left > 0:
+                decoded = sequence.pending[: context.space_left]
+                sequence.pending = sequence.pending[len(decoded) :]
+                self._append(sequence, decoded, context, wants_logits=not sequence.pending)
         for sequence in self.running:
             remaining = len(sequence.prompt) - sequence.num_prefilled
-            if remaining <= 0 or sequence.logits_row >= 0 or context.space_left <= 0:
+            if remaining <= 0 or context.space_left <= 0:
                 continue
-            take = min(remaining, context.space_left)
+            count = min(remaining, context.space_left)
             start = sequence.num_prefilled
-            sequence.num_prefilled += take
-            chunk = sequence.prompt[start : start + take]
+            sequence.num_prefilled += count
+            chunk = sequence.prompt[start : start + count]
             self._append(sequence, chunk, context, wants_logits=sequence.num_prefilled == len(sequence.prompt))
         return context.num_tokens > 0
 
@@ -117,7 +120,10 @@ class Scheduler:
         for sequence in list(self.running):
             if sequence.logits_row < 0:
                 continue
-            token = sequence.sampler.sample(context.logits(sequence.logits_row))
+            logits = context.logits(sequence.logits_row)
+            if sequence.guide is not None:
+                sequence.guide.mask(logits)
+            token = sequence.sampler.sample(logits)
             sequence.logits_row = -1
             sequence.num_generated += 1
             self._advance(sequence, token)
@@ -142,13 +148,28 @@ class Scheduler:
         if self._model.is_end_of_generation(token):
             self._finish(sequence, sequence.text.flush(), FinishReason.STOP)
             return
-        text, hit_stop = sequence.text.push(self._model.pieces[token])
+        tokens = [token]
+        if sequence.guide is not None:
+            try:
+                forced = sequence.guide.accept(token)
+            except GrammarViolation as exc:
+                self._release(sequence)
+                sequence.emit(sequence.finish_event("", FinishReason.ERROR, f"grammar error: {exc}"))
+                return
+            forced = forced[: sequence.max_new_tokens - sequence.num_generated]
+            sequence.num_generated += len(forced)
+            tokens.extend(forced)
+        pieces = self._model.pieces
+        data = pieces[token] if len(tokens) == 1 else b"".join(pieces[t] for t in tokens)
+        text, hit_stop = sequence.text.push(data)
         if hit_stop:
             self._finish(sequence, text, FinishReason.STOP)
+        elif sequence.guide is not None and sequence.guide.is_done:
+            self._finish(sequence, text + sequence.text.flush(), FinishReason.STOP)
         elif sequence.num_generated >= sequence.max_new_tokens:
             self._finish(sequence, text + sequence.text.flush(), FinishReason.LENGTH)
         else:
-            sequence.next_token = token
+            sequence.pending = tokens
             if text:
                 sequence.emit(GenerationEvent(text, len(sequence.prompt), sequence.num_generated))
 

@@ -1,0 +1,91 @@
+"""JSON schemas for what a constrained reply may be.
+
+Tool calls are one JSON array, `[{"name": ..., "arguments": {...}}]`, whose items are a union over the
+tools: `name` comes first so that, once the model picks a name, the arguments are held to that tool's
+own schema. Each tool's `$defs` are hoisted to the root so that its local `$ref`s still resolve.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from galerne.errors import InvalidRequestError
+from galerne.inference.constraints import JsonOutput, ToolCallOutput, ToolChoice, ToolSpec
+
+ANY_OBJECT: dict[str, Any] = {"type": "object"}
+_DEFINITION_KEYS = ("$defs", "definitions")
+# An unbounded number lets a small model write digits forever (vLLM#52011: `1.1588888…` until
+# max_tokens). Grammars therefore bound what a schema leaves open: integers to JSON's interoperable
+# range (RFC 8259 §6), other numbers to ±1e15 written with at most 9 decimals and no exponent. Every
+# value allowed is still valid against the caller's schema; replies are checked against that schema.
+MAX_SAFE_INTEGER = 2**53 - 1
+MAX_NUMBER = 1e15
+NUMBER_RESOLUTION = 1e-9
+
+
+def json_output_schema(output: JsonOutput) -> dict[str, Any]:
+    return with_bounded_numbers(output.schema) if output.schema is not None else ANY_OBJECT
+
+
+def with_bounded_numbers(schema: Any) -> Any:
+    """A copy of `schema` where every integer or number left unbounded gets the bounds above."""
+    if isinstance(schema, list):
+        return [with_bounded_numbers(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    bounded = {key: with_bounded_numbers(value) for key, value in schema.items()}
+    kinds = schema.get("type")
+    kinds = [kinds] if isinstance(kinds, str) else kinds if isinstance(kinds, list) else []
+    if "number" in kinds:
+        _bound(schema, bounded, MAX_NUMBER)
+        bounded.setdefault("multipleOf", NUMBER_RESOLUTION)
+    elif "integer" in kinds:
+        _bound(schema, bounded, MAX_SAFE_INTEGER)
+    return bounded
+
+
+def _bound(schema: dict[str, Any], bounded: dict[str, Any], limit: float) -> None:
+    if "maximum" not in schema and "exclusiveMaximum" not in schema:
+        bounded["maximum"] = limit
+    if "minimum" not in schema and "exclusiveMinimum" not in schema:
+        bounded["minimum"] = -limit
+
+
+def tool_calls_schema(output: ToolCallOutput) -> dict[str, Any]:
+    """The schema of the calls array allowed by `output` (named choice: that tool only, once)."""
+    tools = output.tools
+    if output.choice is ToolChoice.NAMED:
+        tools = tuple(tool for tool in tools if tool.name == output.named)
+    definitions: dict[str, dict[str, Any]] = {key: {} for key in _DEFINITION_KEYS}
+    items = [_call_schema(tool, definitions) for tool in tools]
+    single_call = output.choice is ToolChoice.NAMED or not output.allows_parallel_calls
+    schema: dict[str, Any] = {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 1 if single_call else max(len(output.tools), 1) * 2,
+        "items": items[0] if len(items) == 1 else {"anyOf": items},
+    }
+    for key, found in definitions.items():
+        if found:
+            schema[key] = found
+    return schema
+
+
+def _call_schema(tool: ToolSpec, definitions: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    parameters = with_bounded_numbers(copy.deepcopy(tool.parameters)) or {"type": "object", "properties": {}}
+    for key in _DEFINITION_KEYS:
+        for name, body in parameters.pop(key, {}).items():
+            known = definitions[key].setdefault(name, body)
+            if known != body:
+                raise InvalidRequestError(
+                    f"tools {tool.name!r} and another tool define different schemas under {key}/{name}; "
+                    "rename one of them",
+                    param="tools",
+                )
+    return {
+        "type": "object",
+        "properties": {"name": {"const": tool.name}, "arguments": parameters},
+        "required": ["name", "arguments"],
+        "additionalProperties": False,
+    }
