@@ -47,6 +47,7 @@ async def _complete(client: httpx.AsyncClient, model_id: str, entry: dict[str, A
     return response.json()["choices"][0]
 
 
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
 async def test_every_schema_yields_valid_json(server: RunningServer, model_id: str, temperature: float) -> None:
     limit = asyncio.Semaphore(CONCURRENCY)
