@@ -12,7 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
+from mistralai.client import Mistral
+
+from galerne.catalog import default_catalog
+from galerne.engines.llamacpp.model import LlamaModel
 
 
 @dataclass
@@ -74,3 +79,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 @pytest.fixture(scope="session")
 def model_id(server: RunningServer) -> str:
     return str(httpx.get(f"{server.base_url}/v1/models").json()["data"][0]["id"])
+
+
+@pytest.fixture(scope="session")
+def openai_client(server: RunningServer) -> openai.OpenAI:
+    """The official OpenAI SDK, unchanged, pointed at the test server."""
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="session")
+def mistral_client(server: RunningServer) -> Mistral:
+    """The official Mistral SDK, unchanged, pointed at the test server."""
+    return Mistral(api_key="unused", server_url=server.base_url)
+
+
+@pytest.fixture(scope="session")
+def model() -> Iterator[LlamaModel]:
+    """The bundled SmolLM2 GGUF, loaded once (weights and tokenizer, no context)."""
+    loaded = LlamaModel(default_catalog().default_entry().gguf_path())
+    yield loaded
+    loaded.close()

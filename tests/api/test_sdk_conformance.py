@@ -7,19 +7,7 @@ import pytest
 from mistralai.client import Mistral
 from mistralai.client import errors as mistral_errors
 
-from tests.conftest import RunningServer
-
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-@pytest.fixture(scope="module")
-def openai_client(server: RunningServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def mistral_client(server: RunningServer) -> Mistral:
-    return Mistral(api_key="unused", server_url=server.base_url)
 
 
 def test_openai_answers_the_capital_of_france(openai_client: openai.OpenAI, model_id: str) -> None:

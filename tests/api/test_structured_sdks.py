@@ -10,8 +10,6 @@ import pytest
 from mistralai.client import Mistral
 from pydantic import BaseModel, Field
 
-from tests.conftest import RunningServer
-
 WEATHER_TOOL: dict[str, Any] = {
     "type": "function",
     "function": {
@@ -54,16 +52,6 @@ class Weather(BaseModel):
     city: str = Field(max_length=30)
     sky: Literal["sunny", "cloudy", "rainy"]
     temperature_c: float
-
-
-@pytest.fixture(scope="module")
-def openai_client(server: RunningServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def mistral_client(server: RunningServer) -> Mistral:
-    return Mistral(api_key="unused", server_url=server.base_url)
 
 
 def test_openai_parse_with_a_pydantic_model(openai_client: openai.OpenAI, model_id: str) -> None:

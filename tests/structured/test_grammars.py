@@ -6,14 +6,12 @@ import json
 import logging
 import re
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import llguidance
 import llguidance.llamacpp
 import pytest
 
-from galerne.catalog import default_catalog
 from galerne.engines.llamacpp.model import LlamaModel
 from galerne.errors import InvalidRequestError
 from galerne.inference.constraints import JsonOutput, ToolCallOutput, ToolChoice, ToolSpec
@@ -37,13 +35,6 @@ ADD = ToolSpec(
     "Add two integers",
     {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]},
 )
-
-
-@pytest.fixture(scope="module")
-def model() -> Iterator[LlamaModel]:
-    loaded = LlamaModel(default_catalog().default_entry().gguf_path())
-    yield loaded
-    loaded.close()
 
 
 @pytest.fixture(scope="module")
