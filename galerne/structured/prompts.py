@@ -46,9 +46,9 @@ def _flatten(message: ChatMessage) -> ChatMessage:
 
 def _instructions(constraint: OutputConstraint | None) -> str:
     if isinstance(constraint, JsonOutput):
-        if constraint.schema is None:
-            return "Reply with a single JSON object."
-        return f"Reply with a single JSON value that follows this JSON schema:\n{json.dumps(constraint.schema)}"
+        # The grammar already holds the reply to the schema and writes its keys; repeating a large schema
+        # here would cost more prefill than the whole reply (hundreds of tokens on every request).
+        return "Reply with a single JSON object." if constraint.schema is None else "Reply in JSON only."
     if isinstance(constraint, ToolCallOutput):
         return _tool_instructions(constraint)
     return ""

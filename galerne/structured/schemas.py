@@ -23,26 +23,45 @@ MAX_SAFE_INTEGER = 2**53 - 1
 MAX_NUMBER = 1e15
 NUMBER_RESOLUTION = 1e-9
 
+# llguidance's date and time formats accept year 0000, February 29 of any year, second 60 and endless
+# fractions; Python, jsonschema and most parsers refuse those. These patterns allow exactly the RFC 3339
+# values such parsers read back (years 0001-9999, real calendar days, at most 9 decimals of a second).
+_YEAR = "(?:[0-9]{3}[1-9]|[0-9]{2}[1-9][0-9]|[0-9][1-9][0-9]{2}|[1-9][0-9]{3})"
+_LEAP_YEAR = "(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
+_MONTH_DAY = (
+    "(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    "|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+)
+_DATE = f"(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
+_TIME = "(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{1,9})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+FORMAT_PATTERNS = {"date": f"^{_DATE}$", "time": f"^{_TIME}$", "date-time": f"^{_DATE}T{_TIME}$"}
+
 
 def json_output_schema(output: JsonOutput) -> dict[str, Any]:
-    return with_bounded_numbers(output.schema) if output.schema is not None else ANY_OBJECT
+    return for_grammar(output.schema) if output.schema is not None else ANY_OBJECT
 
 
-def with_bounded_numbers(schema: Any) -> Any:
-    """A copy of `schema` where every integer or number left unbounded gets the bounds above."""
+def for_grammar(schema: Any) -> Any:
+    """A copy of `schema` that the grammar enforces: numbers bounded and dates made strict, as above.
+
+    Every value it allows is valid against `schema` itself, which is what replies are checked against.
+    """
     if isinstance(schema, list):
-        return [with_bounded_numbers(item) for item in schema]
+        return [for_grammar(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    bounded = {key: with_bounded_numbers(value) for key, value in schema.items()}
+    tightened = {key: for_grammar(value) for key, value in schema.items()}
     kinds = schema.get("type")
     kinds = [kinds] if isinstance(kinds, str) else kinds if isinstance(kinds, list) else []
     if "number" in kinds:
-        _bound(schema, bounded, MAX_NUMBER)
-        bounded.setdefault("multipleOf", NUMBER_RESOLUTION)
+        _bound(schema, tightened, MAX_NUMBER)
+        tightened.setdefault("multipleOf", NUMBER_RESOLUTION)
     elif "integer" in kinds:
-        _bound(schema, bounded, MAX_SAFE_INTEGER)
-    return bounded
+        _bound(schema, tightened, MAX_SAFE_INTEGER)
+    if schema.get("format") in FORMAT_PATTERNS and "pattern" not in schema:
+        tightened["pattern"] = FORMAT_PATTERNS[tightened.pop("format")]
+    return tightened
 
 
 def _bound(schema: dict[str, Any], bounded: dict[str, Any], limit: float) -> None:
@@ -73,7 +92,7 @@ def tool_calls_schema(output: ToolCallOutput) -> dict[str, Any]:
 
 
 def _call_schema(tool: ToolSpec, definitions: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    parameters = with_bounded_numbers(copy.deepcopy(tool.parameters)) or {"type": "object", "properties": {}}
+    parameters = for_grammar(copy.deepcopy(tool.parameters)) or {"type": "object", "properties": {}}
     for key in _DEFINITION_KEYS:
         for name, body in parameters.pop(key, {}).items():
             known = definitions[key].setdefault(name, body)

@@ -21,7 +21,7 @@ from tests.conftest import RunningServer
 
 CORPUS: list[dict[str, Any]] = json.loads((Path(__file__).parent / "schemas.json").read_text())
 OPEN_ENDED = {"cache_entry_metadata", "http_headers_map", "event_metadata_open", "plugin_settings_open"}
-MAX_TOKENS = 600
+MAX_TOKENS = 1500
 CONCURRENCY = 8
 
 

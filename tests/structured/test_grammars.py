@@ -11,6 +11,7 @@ from typing import Any
 import llguidance
 import llguidance.llamacpp
 import pytest
+from jsonschema import Draft202012Validator
 
 from galerne.engines.llamacpp.model import LlamaModel
 from galerne.errors import InvalidRequestError
@@ -21,8 +22,8 @@ from galerne.structured.schemas import (
     MAX_NUMBER,
     MAX_SAFE_INTEGER,
     NUMBER_RESOLUTION,
+    for_grammar,
     tool_calls_schema,
-    with_bounded_numbers,
 )
 
 WEATHER = ToolSpec(
@@ -62,7 +63,7 @@ def test_numbers_get_bounds_only_where_the_schema_has_none() -> None:
             "step": {"type": "number", "multipleOf": 0.5},
         },
     }
-    bounded = with_bounded_numbers(schema)
+    bounded = for_grammar(schema)
     ratio = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_NUMBER, "multipleOf": NUMBER_RESOLUTION}
     assert bounded["properties"]["ratio"] == ratio
     assert bounded["properties"]["step"]["multipleOf"] == 0.5
@@ -167,3 +168,23 @@ def test_a_reply_violating_its_schema_is_logged_as_a_bug(caplog: pytest.LogCaptu
     with caplog.at_level(logging.ERROR):
         check_json_reply('{"n":"x"}', {"type": "object", "properties": {"n": {"type": "integer"}}})
     assert "violates its schema" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("value", "allowed"),
+    [
+        ("2024-02-29T10:00:00Z", True),
+        ("1999-12-31T23:59:59.123-08:00", True),
+        ("2023-02-29T10:00:00Z", False),  # not a leap year
+        ("0000-01-01T00:00:00Z", False),  # no year 0 in Python or jsonschema
+        ("2023-01-01T10:00:60Z", False),  # a leap second parsers refuse
+        ("2023-01-01T10:00:00.1234567890Z", False),  # endless fractions are a loop risk
+    ],
+)
+def test_date_times_are_held_to_what_parsers_read_back(
+    model: LlamaModel, tokenizer: llguidance.LLTokenizer, value: str, allowed: bool
+) -> None:
+    schema = {"type": "string", "format": "date-time"}
+    assert accepts(GrammarCache(tokenizer), model, JsonOutput(schema), json.dumps(value)) is allowed
+    if allowed:
+        assert Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER).is_valid(value)
