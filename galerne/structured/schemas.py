@@ -42,16 +42,31 @@ def json_output_schema(output: JsonOutput) -> dict[str, Any]:
     return for_grammar(output.schema) if output.schema is not None else ANY_OBJECT
 
 
+# Keywords whose value is a schema, a list of schemas, or a map of names to schemas. Only these are
+# walked: `const`, `enum`, `default` or a property that happens to be called "format" are data.
+_SCHEMA_KEYWORDS = frozenset(
+    {"items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames",
+     "unevaluatedItems", "unevaluatedProperties", "additionalItems"}
+)  # fmt: skip
+_SCHEMA_LIST_KEYWORDS = frozenset({"anyOf", "oneOf", "allOf", "prefixItems"})
+_SCHEMA_MAP_KEYWORDS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
+
+
 def for_grammar(schema: Any) -> Any:
     """A copy of `schema` that the grammar enforces: numbers bounded and dates made strict, as above.
 
     Every value it allows is valid against `schema` itself, which is what replies are checked against.
     """
-    if isinstance(schema, list):
-        return [for_grammar(item) for item in schema]
     if not isinstance(schema, dict):
-        return schema
-    tightened = {key: for_grammar(value) for key, value in schema.items()}
+        return schema  # true, false, or a draft-4 tuple `items` list handled by the caller
+    tightened = dict(schema)
+    for key, value in schema.items():
+        if key in _SCHEMA_KEYWORDS:
+            tightened[key] = [for_grammar(item) for item in value] if isinstance(value, list) else for_grammar(value)
+        elif key in _SCHEMA_LIST_KEYWORDS and isinstance(value, list):
+            tightened[key] = [for_grammar(item) for item in value]
+        elif key in _SCHEMA_MAP_KEYWORDS and isinstance(value, dict):
+            tightened[key] = {name: for_grammar(item) for name, item in value.items()}
     kinds = schema.get("type")
     kinds = [kinds] if isinstance(kinds, str) else kinds if isinstance(kinds, list) else []
     if "number" in kinds:

@@ -188,3 +188,20 @@ def test_date_times_are_held_to_what_parsers_read_back(
     assert accepts(GrammarCache(tokenizer), model, JsonOutput(schema), json.dumps(value)) is allowed
     if allowed:
         assert Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER).is_valid(value)
+
+
+def test_only_schema_keywords_are_walked() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"format": {"type": "string"}, "type": {"type": "integer"}},
+        "default": {"type": "integer"},
+        "enum": [{"type": "number"}],
+        "anyOf": [{"type": "integer"}],
+        "$defs": {"when": {"type": "string", "format": "date"}},
+    }
+    tightened = for_grammar(schema)
+    assert tightened["properties"]["format"] == {"type": "string"}  # a property called "format" is not a format
+    assert tightened["properties"]["type"]["maximum"] == MAX_SAFE_INTEGER
+    assert tightened["default"] == {"type": "integer"} and tightened["enum"] == [{"type": "number"}]
+    assert tightened["anyOf"][0]["maximum"] == MAX_SAFE_INTEGER
+    assert "format" not in tightened["$defs"]["when"] and tightened["$defs"]["when"]["pattern"].startswith("^")
