@@ -35,6 +35,7 @@ from galerne.engines.llamacpp.scheduler import Scheduler, Sequence
 from galerne.engines.llamacpp.template import ChatTemplate
 from galerne.engines.llamacpp.text import TextAssembler
 from galerne.errors import (
+    ConfigurationError,
     ContextLengthExceededError,
     EngineOverloadedError,
     EngineUnavailableError,
@@ -107,6 +108,13 @@ class LlamaCppEngine:
         self.config = config
         self.context_length = config.context_length
         self.model = LlamaModel(config.path)
+        if config.context_length > self.model.context_length_trained:
+            trained = self.model.context_length_trained
+            self.model.close()
+            raise ConfigurationError(
+                f"model {config.model_id!r}: context_length {config.context_length} exceeds the {trained} tokens "
+                f"{config.path.name} was trained for; set context_length to at most {trained}"
+            )
         self.template = ChatTemplate(
             self.model.chat_template(), bos_token=self.model.bos_token, eos_token=self.model.eos_token
         )
@@ -154,6 +162,8 @@ class LlamaCppEngine:
         if self._is_broken or self._is_stopping:
             raise EngineUnavailableError("the model engine is not running; retry shortly")
         prompt = self.tokenize_prompt(request)
+        if not prompt:
+            raise InvalidRequestError("the conversation renders to an empty prompt; send some text")
         max_new = self._max_new_tokens(len(prompt), request.sampling.max_tokens)
         guide = None
         if request.constraint is not None:

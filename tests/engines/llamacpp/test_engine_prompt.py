@@ -12,7 +12,7 @@ import pytest
 
 from galerne.catalog import default_catalog
 from galerne.engines.llamacpp.engine import EmbeddedModelConfig, LlamaCppEngine
-from galerne.errors import ContextLengthExceededError
+from galerne.errors import ConfigurationError, ContextLengthExceededError
 from galerne.inference.types import ChatMessage, FinishReason, GenerationRequest, Role, SamplingParams
 
 IM_START_ID = 1
@@ -84,3 +84,10 @@ def test_max_tokens_zero_finishes_at_once_with_length(engine: LlamaCppEngine) ->
 
     prompt_length = len(engine.tokenize_prompt(_request("Hello")))
     assert asyncio.run(run()) == [("", FinishReason.LENGTH, prompt_length, 0)]
+
+
+def test_a_context_beyond_what_the_model_was_trained_for_stops_start_up() -> None:
+    path = default_catalog().default_entry().gguf_path()
+    with pytest.raises(ConfigurationError) as info:
+        LlamaCppEngine(EmbeddedModelConfig(path=path, context_length=100_000, num_slots=1, model_id="big"))
+    assert "8192" in info.value.message and "'big'" in info.value.message
