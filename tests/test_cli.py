@@ -45,7 +45,7 @@ def test_models_json_lists_the_bundled_model(tmp_path: Path) -> None:
     models = json.loads(result.stdout)
     assert [model["id"] for model in models] == [BUNDLED_MODEL_ID]
     assert models[0]["aliases"] == ["smollm2", "default"]
-    assert models[0]["capabilities"] == ["chat"]
+    assert models[0]["capabilities"] == ["chat", "tools", "json"]
     assert models[0]["context_length"] == 4096
 
 

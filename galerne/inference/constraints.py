@@ -13,10 +13,15 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class JsonOutput:
-    """The reply is a JSON value; `schema` None means any JSON object (`json_object` mode)."""
+    """The reply is a JSON value; `schema` None means any JSON object (`json_object` mode).
+
+    `strict` (OpenAI's and la Plateforme's flag) closes objects that do not say otherwise: only the
+    declared properties may appear, as OpenAI's strict mode requires.
+    """
 
     schema: dict[str, Any] | None = None
     name: str = "response"
+    strict: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +29,7 @@ class ToolSpec:
     name: str
     description: str
     parameters: dict[str, Any]
+    strict: bool = False
 
 
 class ToolChoice(StrEnum):

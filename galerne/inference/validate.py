@@ -83,14 +83,20 @@ def _json_output(response_format: wire.ResponseFormat) -> JsonOutput:
         )
     schema = response_format.json_schema.schema_
     _check_schema(schema, param="response_format.json_schema.schema")
-    return JsonOutput(schema=schema, name=response_format.json_schema.name)
+    json_schema = response_format.json_schema
+    return JsonOutput(schema=schema, name=json_schema.name, strict=json_schema.strict)
 
 
 def _tool_output(
     tools: list[wire.Tool], tool_choice: wire.ToolChoice | None, allows_parallel_calls: bool
 ) -> ToolCallOutput | None:
     specs = tuple(
-        ToolSpec(name=tool.function.name, description=tool.function.description, parameters=tool.function.parameters)
+        ToolSpec(
+            name=tool.function.name,
+            description=tool.function.description,
+            parameters=tool.function.parameters,
+            strict=tool.function.strict,
+        )
         for tool in tools
     )
     names = [spec.name for spec in specs]

@@ -78,8 +78,8 @@ class GrammarCache:
 
 def _cache_key(constraint: OutputConstraint) -> str:
     if isinstance(constraint, JsonOutput):
-        return "json:" + json.dumps(constraint.schema, sort_keys=True)
+        return f"json:{constraint.strict}:" + json.dumps(constraint.schema, sort_keys=True)
     assert isinstance(constraint, ToolCallOutput)
-    tools = [[tool.name, tool.parameters] for tool in constraint.tools]
+    tools = [[tool.name, tool.strict, tool.parameters] for tool in constraint.tools]
     shape = [constraint.choice.value, constraint.named, constraint.allows_parallel_calls, tools]
     return "tools:" + json.dumps(shape, sort_keys=True)

@@ -39,7 +39,10 @@ FORMAT_PATTERNS = {"date": f"^{_DATE}$", "time": f"^{_TIME}$", "date-time": f"^{
 
 
 def json_output_schema(output: JsonOutput) -> dict[str, Any]:
-    return for_grammar(output.schema) if output.schema is not None else ANY_OBJECT
+    if output.schema is None:
+        return ANY_OBJECT
+    tightened: dict[str, Any] = for_grammar(output.schema, closes_objects=output.strict)
+    return tightened
 
 
 # Keywords whose value is a schema, a list of schemas, or a map of names to schemas. Only these are
@@ -52,21 +55,29 @@ _SCHEMA_LIST_KEYWORDS = frozenset({"anyOf", "oneOf", "allOf", "prefixItems"})
 _SCHEMA_MAP_KEYWORDS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
 
 
-def for_grammar(schema: Any) -> Any:
-    """A copy of `schema` that the grammar enforces: numbers bounded and dates made strict, as above.
+def for_grammar(schema: Any, *, closes_objects: bool = False) -> Any:
+    """A copy of `schema` that the grammar enforces: numbers bounded and dates made strict, as above;
+    with `closes_objects` (strict mode), objects that do not mention `additionalProperties` admit no others.
 
     Every value it allows is valid against `schema` itself, which is what replies are checked against.
     """
     if not isinstance(schema, dict):
         return schema  # true, false, or a draft-4 tuple `items` list handled by the caller
+
+    def walk(item: Any) -> Any:
+        return for_grammar(item, closes_objects=closes_objects)
+
     tightened = dict(schema)
     for key, value in schema.items():
         if key in _SCHEMA_KEYWORDS:
-            tightened[key] = [for_grammar(item) for item in value] if isinstance(value, list) else for_grammar(value)
+            tightened[key] = [walk(item) for item in value] if isinstance(value, list) else walk(value)
         elif key in _SCHEMA_LIST_KEYWORDS and isinstance(value, list):
-            tightened[key] = [for_grammar(item) for item in value]
+            tightened[key] = [walk(item) for item in value]
         elif key in _SCHEMA_MAP_KEYWORDS and isinstance(value, dict):
-            tightened[key] = {name: for_grammar(item) for name, item in value.items()}
+            tightened[key] = {name: walk(item) for name, item in value.items()}
+    is_object = schema.get("type") == "object" or "properties" in schema
+    if closes_objects and is_object and "additionalProperties" not in schema and "patternProperties" not in schema:
+        tightened["additionalProperties"] = False
     kinds = schema.get("type")
     kinds = [kinds] if isinstance(kinds, str) else kinds if isinstance(kinds, list) else []
     if "number" in kinds:
@@ -107,7 +118,10 @@ def tool_calls_schema(output: ToolCallOutput) -> dict[str, Any]:
 
 
 def _call_schema(tool: ToolSpec, definitions: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    parameters = for_grammar(copy.deepcopy(tool.parameters)) or {"type": "object", "properties": {}}
+    parameters = for_grammar(copy.deepcopy(tool.parameters), closes_objects=tool.strict) or {
+        "type": "object",
+        "properties": {},
+    }
     for key in _DEFINITION_KEYS:
         for name, body in parameters.pop(key, {}).items():
             known = definitions[key].setdefault(name, body)

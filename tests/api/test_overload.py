@@ -33,23 +33,36 @@ def one_slot_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runnin
 
 
 async def test_requests_beyond_the_queue_get_429(one_slot_server: RunningServer) -> None:
-    body = {"model": "tiny", "messages": [{"role": "user", "content": "Count to fifty."}], "max_tokens": 60}
+    question = [{"role": "user", "content": "Count to five."}]
+    long_story = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "Write a very long story."}],
+        "max_tokens": 800,
+        "stream": True,
+    }
+    short = {"model": "tiny", "messages": question, "max_tokens": 5}
     async with httpx.AsyncClient(base_url=one_slot_server.base_url, timeout=120) as client:
-
-        async def send(delay: float) -> httpx.Response:
-            await asyncio.sleep(delay)
-            return await client.post("/v1/chat/completions", json=body)
-
-        # one runs in the slot, one waits in the queue, the third finds the queue full
-        responses = await asyncio.gather(send(0), send(0.3), send(0.6))
-    statuses = sorted(response.status_code for response in responses)
-    assert statuses == [200, 200, 429]
-    refused = next(response for response in responses if response.status_code == 429)
+        async with client.stream("POST", "/v1/chat/completions", json=long_story) as running:
+            await anext(running.aiter_lines())  # the only slot is now busy
+            queued = asyncio.create_task(client.post("/v1/chat/completions", json=short))
+            await _until_queued(client, 1)
+            refused = await client.post("/v1/chat/completions", json=short)
+        # leaving the stream frees the slot: the queued request runs, nothing accepted is lost
+        served = await queued
+    assert refused.status_code == 429
     assert refused.headers["retry-after"] == "1"
     assert refused.json()["type"] == "rate_limit_error"
-    for response in responses:
-        if response.status_code == 200:
-            assert response.json()["usage"]["completion_tokens"] > 0
+    assert refused.json()["code"] == "engine_overloaded"
+    assert served.status_code == 200
+    assert served.json()["usage"]["completion_tokens"] > 0
+
+
+async def _until_queued(client: httpx.AsyncClient, count: int) -> None:
+    for _ in range(200):
+        if (await client.get("/health")).json()["models"]["tiny"]["queued"] == count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never saw {count} queued request(s)")
 
 
 def test_catalogue_file_sets_model_and_context(one_slot_server: RunningServer) -> None:

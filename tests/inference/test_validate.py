@@ -348,7 +348,7 @@ def test_json_object_and_json_schema_become_json_constraints() -> None:
     assert _convert([USER], response_format={"type": "json_object"}).constraint == JsonOutput(schema=None)
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     fmt = {"type": "json_schema", "json_schema": {"name": "thing", "schema": schema, "strict": True}}
-    assert _convert([USER], response_format=fmt).constraint == JsonOutput(schema=schema, name="thing")
+    assert _convert([USER], response_format=fmt).constraint == JsonOutput(schema=schema, name="thing", strict=True)
 
 
 def test_json_schema_needs_a_schema() -> None:

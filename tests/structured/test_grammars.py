@@ -205,3 +205,15 @@ def test_only_schema_keywords_are_walked() -> None:
     assert tightened["default"] == {"type": "integer"} and tightened["enum"] == [{"type": "number"}]
     assert tightened["anyOf"][0]["maximum"] == MAX_SAFE_INTEGER
     assert "format" not in tightened["$defs"]["when"] and tightened["$defs"]["when"]["pattern"].startswith("^")
+
+
+def test_strict_mode_closes_objects_that_do_not_say_otherwise(
+    model: LlamaModel, tokenizer: llguidance.LLTokenizer
+) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    cache = GrammarCache(tokenizer)
+    assert accepts(cache, model, JsonOutput(schema), '{"a":1,"b":2}')
+    assert not accepts(cache, model, JsonOutput(schema, strict=True), '{"a":1,"b":2}')
+    assert accepts(cache, model, JsonOutput(schema, strict=True), '{"a":1}')
+    open_map = {"type": "object", "additionalProperties": {"type": "integer"}, "maxProperties": 2}
+    assert for_grammar(open_map, closes_objects=True)["additionalProperties"]["type"] == "integer"
