@@ -76,15 +76,14 @@ def _constraint(request: wire.ChatCompletionRequest) -> OutputConstraint | None:
 def _json_output(response_format: wire.ResponseFormat) -> JsonOutput:
     if response_format.type == "json_object":
         return JsonOutput(schema=None)
-    if response_format.json_schema is None:
+    json_schema = response_format.json_schema
+    if json_schema is None:
         raise InvalidRequestError(
             "response_format of type json_schema needs a `json_schema` with a `schema`",
             param="response_format.json_schema",
         )
-    schema = response_format.json_schema.schema_
-    _check_schema(schema, param="response_format.json_schema.schema")
-    json_schema = response_format.json_schema
-    return JsonOutput(schema=schema, name=json_schema.name, strict=json_schema.strict)
+    _check_schema(json_schema.schema_, param="response_format.json_schema.schema")
+    return JsonOutput(schema=json_schema.schema_, name=json_schema.name, strict=json_schema.strict)
 
 
 def _tool_output(

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
 from galerne.catalog import Capability, ModelEntry
-from galerne.engines.base import Generation
+from galerne.engines.base import EngineCapabilities, Generation
 from galerne.errors import GalerneError, UnsupportedFeatureError
 from galerne.inference.constraints import JsonOutput, OutputConstraint, ToolCallOutput, ToolChoice
 from galerne.inference.types import ChatMessage, FinishReason, GenerationEvent, GenerationRequest, Role
@@ -87,9 +87,9 @@ class ChatService:
             default_temperature=entry.default_temperature if entry.default_temperature is not None
             else DEFAULT_TEMPERATURE,
         )
-        _check_capabilities(entry, generation_request.constraint)
-        generation_request = _with_system_prompt(generation_request, entry.system_prompt)
         engine = self._registry.engine_for(entry)
+        _check_capabilities(entry, engine.capabilities, generation_request.constraint)
+        generation_request = _with_system_prompt(generation_request, entry.system_prompt)
         generations: list[Generation] = []
         try:
             for index in range(request.n):
@@ -241,11 +241,16 @@ def _for_choice(request: GenerationRequest, index: int) -> GenerationRequest:
     return replace(request, sampling=replace(request.sampling, seed=seed + index))
 
 
-def _check_capabilities(entry: ModelEntry, constraint: OutputConstraint | None) -> None:
-    """The catalogue may turn features off per model; a request for one is refused, not ignored."""
-    if isinstance(constraint, ToolCallOutput) and Capability.TOOLS not in entry.capabilities:
+def _check_capabilities(
+    entry: ModelEntry, engine: EngineCapabilities, constraint: OutputConstraint | None
+) -> None:
+    """A feature needs both the catalogue (operator's choice) and the engine (what it can enforce);
+    a request for one that is missing is refused, not ignored."""
+    offers_tools = Capability.TOOLS in entry.capabilities and engine.supports_tools
+    offers_json = Capability.JSON in entry.capabilities and engine.supports_json
+    if isinstance(constraint, ToolCallOutput) and not offers_tools:
         raise UnsupportedFeatureError(f"model {entry.id!r} does not offer function calling", param="tools")
-    if isinstance(constraint, JsonOutput) and Capability.JSON not in entry.capabilities:
+    if isinstance(constraint, JsonOutput) and not offers_json:
         raise UnsupportedFeatureError(f"model {entry.id!r} does not offer JSON output", param="response_format")
 
 
