@@ -28,6 +28,22 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     max_queued_requests: int = Field(default=64, ge=1, description="Per model; more is refused with 429.")
     num_threads: int | None = Field(default=None, ge=1, description="llama.cpp threads; default: all cores.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file galerne.db in `home`. "
+        "PostgreSQL: postgresql+psycopg://user:password@host/db",
+    )
+    redis_url: str | None = Field(
+        default=None, description="redis://host:6379/0 shares rate limits between replicas; in-process when unset."
+    )
+    no_auth: bool = Field(default=False, description="Serve without API keys; loopback addresses only.")
+    usage_flush_seconds: float = Field(default=0.5, gt=0, description="How often usage records are written.")
+    key_cache_seconds: float = Field(default=5.0, ge=0, description="How long a key lookup is trusted.")
+
+    def resolved_database_url(self) -> str:
+        """The database to use: `database_url`, else a SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.ensure_home() / 'galerne.db'}"
 
     def ensure_home(self) -> Path:
         """Create the data directory on first use so that a fresh machine needs no set-up step."""

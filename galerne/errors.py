@@ -10,8 +10,14 @@ how to fix it.
     │   ├── ContextLengthExceededError (400, code context_length_exceeded)
     │   └── UnsupportedFeatureError (400, code unsupported_feature)
     ├── RequestValidationFailed (422 invalid_request_error)
-    ├── ModelNotFoundError (404 invalid_request_error)
+    ├── AuthenticationError (401 authentication_error)
+    ├── PermissionDeniedError (403 permission_error)
+    ├── NotFoundError (404 invalid_request_error)
+    │   └── ModelNotFoundError (404, code model_not_found)
+    ├── ConflictError (409 invalid_request_error)
     ├── PayloadTooLargeError (413 invalid_request_error)
+    ├── RateLimitExceededError (429 rate_limit_error, Retry-After and x-ratelimit-* headers)
+    │   └── BudgetExceededError (429, code budget_exceeded)
     ├── EngineOverloadedError (429 rate_limit_error, Retry-After)
     ├── EngineUnavailableError (503 server_error, Retry-After)
     └── ConfigurationError (raised at start-up; never reaches a client)
@@ -33,6 +39,10 @@ class GalerneError(Exception):
         self.param = param
         if code is not None:
             self.code = code
+
+    def headers(self) -> dict[str, str]:
+        """HTTP headers that go with this error (Retry-After, rate-limit state); none by default."""
+        return {}
 
 
 class InvalidRequestError(GalerneError):
@@ -59,10 +69,68 @@ class RequestValidationFailed(GalerneError):
     code = "invalid_request_body"
 
 
-class ModelNotFoundError(GalerneError):
+class AuthenticationError(GalerneError):
+    """No key, an unknown key, a wrong secret, or a revoked, expired or disabled key."""
+
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(GalerneError):
+    """A valid key asking for something its project may not use (a model, the admin API)."""
+
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class NotFoundError(GalerneError):
     status = 404
     type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFoundError(NotFoundError):
     code = "model_not_found"
+
+
+class ConflictError(GalerneError):
+    status = 409
+    type = "invalid_request_error"
+    code = "already_exists"
+
+
+class RateLimitExceededError(GalerneError):
+    """A project's requests/minute, tokens/minute or concurrency limit is reached for now.
+
+    `limit_headers` carries la Plateforme's `x-ratelimit-*` values as they stood when refused.
+    """
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: int = 1,
+        limit_headers: dict[str, str] | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+        self.limit_headers = limit_headers or {}
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after), **self.limit_headers}
+
+
+class BudgetExceededError(RateLimitExceededError):
+    """The project spent its monthly token or money budget; it resets on the 1st (UTC)."""
+
+    code = "budget_exceeded"
 
 
 class PayloadTooLargeError(GalerneError):
@@ -82,6 +150,9 @@ class EngineOverloadedError(GalerneError):
         super().__init__(message)
         self.retry_after = retry_after
 
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
 
 class EngineUnavailableError(GalerneError):
     status = 503
@@ -91,6 +162,9 @@ class EngineUnavailableError(GalerneError):
     def __init__(self, message: str, *, retry_after: int = 5) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class ConfigurationError(GalerneError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -18,6 +20,8 @@ from mistralai.client import Mistral
 
 from galerne.catalog import default_catalog
 from galerne.engines.llamacpp.model import LlamaModel
+from galerne.storage.database import Database
+from tests.databases import fresh_database_url
 
 
 @dataclass
@@ -25,9 +29,52 @@ class RunningServer:
     base_url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    home: Path
+    api_key: str = ""
+    env: dict[str, str] | None = None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        """POST with this server's test key (pass `headers=` to override)."""
+        kwargs.setdefault("headers", self.headers)
+        kwargs.setdefault("timeout", 60)
+        return httpx.post(f"{self.base_url}{path}", **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        kwargs.setdefault("headers", self.headers)
+        kwargs.setdefault("timeout", 60)
+        return httpx.get(f"{self.base_url}{path}", **kwargs)
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        """An async client with this server's base URL and test key."""
+        return httpx.AsyncClient(base_url=self.base_url, headers=self.headers, **kwargs)
+
+    def cli(self, *args: str) -> Any:
+        """Run `galerne <args> --json` on this server's database and parse what it prints."""
+        return run_cli(self.home, *args, env=self.env)
+
+
+def run_cli(home: Path, *args: str, env: dict[str, str] | None = None) -> Any:
+    environment = {**os.environ, "GALERNE_HOME": str(home), **(env or {})}
+    result = subprocess.run(
+        [sys.executable, "-m", "galerne", *args, "--json"], capture_output=True, text=True, env=environment, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"galerne {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+    return json.loads(result.stdout)
+
+
+def create_key(home: Path, project: str = "tests", env: dict[str, str] | None = None, **limits: str) -> str:
+    """A project (unlimited unless `limits` says otherwise, e.g. rpm="20") and a key for it."""
+    options = [item for name, value in limits.items() for item in (f"--{name}", value)]
+    run_cli(home, "projects", "create", project, *options, env=env)
+    return str(run_cli(home, "keys", "create", "--project", project, env=env)["key"])
 
 
 def free_port() -> int:
@@ -36,17 +83,31 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(home: Path, *, config: Path | None = None, env: dict[str, str] | None = None) -> RunningServer:
-    """Start `python -m galerne serve` and wait until `/health` answers."""
+def start_server(
+    home: Path,
+    *,
+    config: Path | None = None,
+    env: dict[str, str] | None = None,
+    api_key: str | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> RunningServer:
+    """Start `python -m galerne serve` and wait until `/health` answers.
+
+    Auth is on, as in production: unless `api_key` is given, a project `tests` without limits and a
+    key for it are created first, and the returned server sends that key.
+    """
+    if api_key is None and "--no-auth" not in extra_args:
+        api_key = create_key(home, env=env)
     port = free_port()
     log_path = home / "server.log"
     command = [sys.executable, "-m", "galerne", "serve", "--host", "127.0.0.1", "--port", str(port)]
     if config is not None:
         command += ["--config", str(config)]
+    command += list(extra_args)
     environment = {**os.environ, "GALERNE_HOME": str(home), **(env or {})}
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
-    server = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
+    server = RunningServer(f"http://127.0.0.1:{port}", process, log_path, home, api_key or "", env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -78,19 +139,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="session")
 def model_id(server: RunningServer) -> str:
-    return str(httpx.get(f"{server.base_url}/v1/models").json()["data"][0]["id"])
+    return str(server.get("/v1/models").json()["data"][0]["id"])
 
 
 @pytest.fixture(scope="session")
 def openai_client(server: RunningServer) -> openai.OpenAI:
     """The official OpenAI SDK, unchanged, pointed at the test server."""
-    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key, max_retries=0)
 
 
 @pytest.fixture(scope="session")
 def mistral_client(server: RunningServer) -> Mistral:
     """The official Mistral SDK, unchanged, pointed at the test server."""
-    return Mistral(api_key="unused", server_url=server.base_url)
+    return Mistral(api_key=server.api_key, server_url=server.base_url)
 
 
 @pytest.fixture(scope="session")
@@ -99,3 +160,12 @@ def model() -> Iterator[LlamaModel]:
     loaded = LlamaModel(default_catalog().default_entry().gguf_path())
     yield loaded
     loaded.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A migrated, empty database: the same tests run on the embedded default and on real PostgreSQL."""
+    with fresh_database_url(request.param, tmp_path) as url:
+        opened = Database.open(url)
+        yield opened
+        opened.close()

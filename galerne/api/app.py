@@ -1,4 +1,4 @@
-"""`create_app(settings)`: the ASGI application, with its models loaded in the lifespan.
+"""`create_app(settings)`: the ASGI application, with its models, database and limits set up in the lifespan.
 
 Example: ``uvicorn.run(create_app(Settings()), host="127.0.0.1", port=8000)``.
 """
@@ -6,7 +6,7 @@ Example: ``uvicorn.run(create_app(Settings()), host="127.0.0.1", port=8000)``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
@@ -14,31 +14,57 @@ import galerne
 from galerne.api.deps import Runtime
 from galerne.api.errors import install_error_handlers
 from galerne.api.limits import BodySizeLimit
-from galerne.api.routes import chat, health, models
+from galerne.api.routes import admin, chat, health, models
 from galerne.catalog import Catalog, load_catalog
 from galerne.config import Settings
+from galerne.services.accounts import AccountService
+from galerne.services.admission import Admission
+from galerne.services.auth import Authenticator
 from galerne.services.chat import ChatService
+from galerne.services.limits import build_limiter
+from galerne.services.metering import UsageMeter
 from galerne.services.metrics import Metrics
 from galerne.services.models import ModelRegistry
+from galerne.services.usage import UsageReports
+from galerne.storage.database import Database
 
 
 def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
-    """Build the app; models load when the server starts and are freed when it stops."""
+    """Build the app; models load when the server starts and are freed when it stops.
+
+    Shutdown runs in reverse order of start-up: engines stop first (their requests settle), then the
+    usage writer flushes every record, then the limiter and the database close.
+    """
     catalog = catalog or load_catalog(settings.config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        metrics = Metrics()
-        registry = ModelRegistry.load(catalog, settings, metrics)
-        app.state.runtime = Runtime(registry=registry, chat=ChatService(registry, metrics), metrics=metrics)
-        try:
+        async with AsyncExitStack() as stack:
+            database = Database.open(settings.resolved_database_url())
+            stack.callback(database.close)
+            limiter = build_limiter(settings.redis_url)
+            stack.push_async_callback(limiter.aclose)
+            meter = UsageMeter(database, flush_seconds=settings.usage_flush_seconds)
+            stack.callback(meter.close)
+            metrics = Metrics()
+            registry = ModelRegistry.load(catalog, settings, metrics)
+            stack.callback(registry.close)
+            authenticator = None if settings.no_auth else Authenticator(
+                database, cache_seconds=settings.key_cache_seconds
+            )
+            app.state.runtime = Runtime(
+                registry=registry,
+                chat=ChatService(registry, metrics, Admission(limiter, meter, database)),
+                metrics=metrics,
+                accounts=AccountService(database, catalog),
+                usage=UsageReports(database),
+                authenticator=authenticator,
+            )
             yield
-        finally:
-            registry.close()
 
     app = FastAPI(title="Galerne", version=galerne.__version__, lifespan=lifespan)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
-    for module in (chat, models, health):
+    for module in (chat, models, health, admin):
         app.include_router(module.router)
     return app

@@ -1,4 +1,4 @@
-"""Typed dependencies: routes ask for a service, never reach into `app.state` themselves."""
+"""Typed dependencies: routes ask for a service or the caller, never reach into `app.state` themselves."""
 
 from __future__ import annotations
 
@@ -7,9 +7,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from galerne.errors import PermissionDeniedError
+from galerne.services.accounts import AccountService
+from galerne.services.auth import Authenticator, Principal
 from galerne.services.chat import ChatService
 from galerne.services.metrics import Metrics
 from galerne.services.models import ModelRegistry
+from galerne.services.usage import UsageReports
 
 
 @dataclass
@@ -19,6 +23,9 @@ class Runtime:
     registry: ModelRegistry
     chat: ChatService
     metrics: Metrics
+    accounts: AccountService
+    usage: UsageReports
+    authenticator: Authenticator | None  # None: the server runs with --no-auth
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -27,3 +34,31 @@ async def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def api_key_of(request: Request) -> str | None:
+    """The key from `Authorization: Bearer` (OpenAI, Mistral SDKs) or `api-key` (Azure SDKs)."""
+    authorization = request.headers.get("authorization")
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer":
+            return token.strip() or None
+    return request.headers.get("api-key") or None
+
+
+async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
+    if runtime.authenticator is None:
+        return Principal.anonymous()
+    return await runtime.authenticator.authenticate(api_key_of(request))
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_admin(principal: PrincipalDep) -> Principal:
+    if not principal.is_admin:
+        raise PermissionDeniedError("this endpoint needs an admin key (`galerne keys create --admin`)")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(get_admin)]

@@ -12,13 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from galerne.errors import (
-    EngineOverloadedError,
-    EngineUnavailableError,
-    GalerneError,
-    InvalidRequestError,
-    RequestValidationFailed,
-)
+from galerne.errors import GalerneError, InvalidRequestError, RequestValidationFailed
 from galerne.protocol.errors import ErrorBody
 
 logger = logging.getLogger(__name__)
@@ -35,10 +29,7 @@ def error_body_for(error: GalerneError) -> ErrorBody:
 
 def error_response(error: GalerneError) -> JSONResponse:
     body = error_body_for(error)
-    headers = {}
-    if isinstance(error, EngineOverloadedError | EngineUnavailableError):
-        headers["Retry-After"] = str(error.retry_after)
-    return JSONResponse(body.model_dump(), status_code=error.status, headers=headers)
+    return JSONResponse(body.model_dump(), status_code=error.status, headers=error.headers())
 
 
 def validation_error(exc: RequestValidationError) -> GalerneError:

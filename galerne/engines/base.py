@@ -1,8 +1,11 @@
-"""What every engine offers the services: submit a validated request, stream its events, cancel it.
+"""What every engine offers the services: prepare a validated request, submit it, stream its events.
 
-Engines are small plugins; the services never ask which one they hold. An engine raises from
-`submit` (before anything is streamed) when a request cannot run: too long for the context (400),
-queue full (429); after that, problems arrive as a final event with `finish_reason == ERROR`.
+Engines are small plugins; the services never ask which one they hold. `prepare` does the engine's
+checks and says how many tokens the request may use (prompt + the most it may generate), so the
+services can reserve that against a project's limits before any work starts; `submit` then queues it.
+An engine raises from `prepare` or `submit` (before anything is streamed) when a request cannot run:
+too long for the context (400), queue full (429); after that, problems arrive as a final event with
+`finish_reason == ERROR`.
 """
 
 from __future__ import annotations
@@ -43,11 +46,27 @@ class Generation(Protocol):
     def cancel(self) -> None: ...
 
 
+class PreparedRequest(Protocol):
+    """A request the engine has checked and can run as is; opaque to the services beyond its budget."""
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Tokens of the prompt (an estimate for engines that cannot tokenize locally)."""
+        ...
+
+    @property
+    def max_new_tokens(self) -> int:
+        """The most tokens the reply may take: `max_tokens`, or what is left of the context."""
+        ...
+
+
 class Engine(Protocol):
     capabilities: EngineCapabilities
     context_length: int
 
-    def submit(self, request: GenerationRequest) -> Generation: ...
+    def prepare(self, request: GenerationRequest) -> PreparedRequest: ...
+
+    def submit(self, prepared: PreparedRequest) -> Generation: ...
 
     def stats(self) -> EngineStats: ...
 

@@ -5,8 +5,11 @@ cannot run is refused with a proper status, not with an error inside a 200 strea
 
 Example::
 
-    run = chat.start(ChatCompletionRequest(model="smollm2", messages=[...]))
+    run = await chat.start(ChatCompletionRequest(model="smollm2", messages=[...]), principal)
     response = await chat.complete(run)          # or: async for chunk in chat.stream(run)
+
+Every accepted run is settled exactly once — usage recorded, unused rate-limit tokens refunded —
+when it finishes, fails, or its client leaves; `abandon` covers a run whose reply never started.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from galerne.inference.constraints import JsonOutput, OutputConstraint, ToolCall
 from galerne.inference.types import ChatMessage, FinishReason, GenerationEvent, GenerationRequest, Role
 from galerne.inference.validate import DEFAULT_TEMPERATURE, to_generation_request
 from galerne.protocol import chat as wire
+from galerne.services.admission import Admission, Ticket
+from galerne.services.auth import Principal
+from galerne.services.metering import UsageStatus
 from galerne.services.metrics import Metrics
 from galerne.services.models import ModelRegistry
 from galerne.structured.outputs import check_json_reply, looks_like_tool_calls, parse_tool_calls
@@ -38,6 +44,7 @@ class _ChoiceProgress:
     """Timing and counts of one choice, for metrics and usage."""
 
     started: float
+    first_text_at: float | None = None
     last_text_at: float | None = None
     completion_tokens: int = 0
     finish_reason: FinishReason | None = None
@@ -54,8 +61,19 @@ class ChatRun:
     model: str
     prefix: str
     generations: list[Generation]
+    ticket: Ticket
     progress: list[_ChoiceProgress] = field(default_factory=list)
     constraint: OutputConstraint | None = None
+    is_recorded: bool = False
+
+    @property
+    def limit_headers(self) -> dict[str, str]:
+        """la Plateforme's `x-ratelimit-*` headers as they stood when this run was admitted."""
+        return self.ticket.limit_headers
+
+    def ttft_seconds(self) -> float | None:
+        firsts = [p.first_text_at - p.started for p in self.progress if p.first_text_at is not None]
+        return min(firsts) if firsts else None
 
     @property
     def prompt_tokens(self) -> int:
@@ -74,13 +92,20 @@ class ChatRun:
 
 
 class ChatService:
-    def __init__(self, registry: ModelRegistry, metrics: Metrics) -> None:
+    def __init__(self, registry: ModelRegistry, metrics: Metrics, admission: Admission) -> None:
         self._registry = registry
         self._metrics = metrics
+        self._admission = admission
 
-    def start(self, request: wire.ChatCompletionRequest) -> ChatRun:
-        """Validate and submit; raises 4xx errors (unknown model, bad conversation, too long, busy)."""
+    def check_model(self, principal: Principal, entry: ModelEntry) -> None:
+        """403 when the caller's project may not use this model."""
+        self._admission.check_model(principal, entry)
+
+    async def start(self, request: wire.ChatCompletionRequest, principal: Principal) -> ChatRun:
+        """Validate, admit and submit; raises 4xx errors (unknown or forbidden model, bad conversation,
+        too long, over a limit or budget, busy) before anything is generated."""
         entry = self._registry.catalog.resolve(request.model)
+        self._admission.check_model(principal, entry)
         generation_request = to_generation_request(
             request,
             model_id=entry.id,
@@ -90,13 +115,18 @@ class ChatService:
         engine = self._registry.engine_for(entry)
         _check_capabilities(entry, engine.capabilities, generation_request.constraint)
         generation_request = _with_system_prompt(generation_request, entry.system_prompt)
+        prepared = [engine.prepare(_for_choice(generation_request, index)) for index in range(request.n)]
+        # The prompt is shared by the n choices in usage, as la Plateforme counts it.
+        reserved = prepared[0].prompt_tokens + sum(choice.max_new_tokens for choice in prepared)
+        ticket = await self._admission.admit(principal, entry, reserved)
         generations: list[Generation] = []
         try:
-            for index in range(request.n):
-                generations.append(engine.submit(_for_choice(generation_request, index)))
+            for choice in prepared:
+                generations.append(engine.submit(choice))
         except BaseException:
             for generation in generations:
                 generation.cancel()
+            self._admission.release_unused(ticket)
             raise
         now = time.monotonic()
         prefix = generation_request.assistant_prefix or ""
@@ -106,6 +136,7 @@ class ChatService:
             model=entry.id,
             prefix=prefix,
             generations=generations,
+            ticket=ticket,
             progress=[_ChoiceProgress(started=now, text=[prefix]) for _ in generations],
             constraint=generation_request.constraint,
         )
@@ -176,6 +207,7 @@ class ChatService:
             progress.text.append(event.text)
             now = time.monotonic()
             if progress.last_text_at is None:
+                progress.first_text_at = now
                 self._metrics.time_to_first_token.labels(run.model).observe(now - progress.started)
             else:
                 self._metrics.inter_token_latency.labels(run.model).observe(now - progress.last_text_at)
@@ -188,14 +220,28 @@ class ChatService:
     def _final_status(self, run: ChatRun) -> str:
         return "ok" if all(p.finish_reason is not None for p in run.progress) else "cancelled"
 
+    def abandon(self, run: ChatRun) -> None:
+        """Settle a run whose reply was cut off before `complete` or `stream` could (client gone early)."""
+        self._record(run, "cancelled")
+
     def _record(self, run: ChatRun, status: str) -> None:
-        """Count the request once, whatever way it ended (finished, failed, or the client left)."""
+        """Count and meter the request once, whatever way it ended (finished, failed, or the client left)."""
+        if run.is_recorded:
+            return
+        run.is_recorded = True
         if status == "cancelled":
             for generation in run.generations:
                 generation.cancel()
             if any(p.finish_reason is FinishReason.ERROR for p in run.progress):
                 status = "error"
         usage = run.usage()
+        self._admission.settle(
+            run.ticket,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            ttft_seconds=run.ttft_seconds(),
+            status=UsageStatus(status),
+        )
         self._metrics.requests.labels(run.model, status).inc()
         self._metrics.prompt_tokens.labels(run.model).inc(usage.prompt_tokens)
         self._metrics.completion_tokens.labels(run.model).inc(usage.completion_tokens)

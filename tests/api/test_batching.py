@@ -40,7 +40,7 @@ def story_request(model_id: str, animal: str) -> dict[str, Any]:
 
 
 def active_slots(server: RunningServer) -> int:
-    models = httpx.get(f"{server.base_url}/health").json()["models"]
+    models = server.get("/health").json()["models"]
     return sum(int(model["active"]) for model in models.values())
 
 
@@ -54,7 +54,7 @@ def wait_until_idle(server: RunningServer, timeout: float = 10.0) -> int:
 
 
 async def test_eight_concurrent_streams_match_the_same_requests_run_alone(server: RunningServer, model_id: str) -> None:
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as client:
+    async with server.client(timeout=120) as client:
         alone = [await stream_text(client, story_request(model_id, animal)) for animal in ANIMALS]
         together = await asyncio.gather(*(stream_text(client, story_request(model_id, a)) for a in ANIMALS))
     assert [text for text, _ in together] == [text for text, _ in alone]
@@ -67,7 +67,7 @@ async def test_eight_concurrent_streams_match_the_same_requests_run_alone(server
 async def test_a_disconnected_stream_frees_its_slot(server: RunningServer, model_id: str) -> None:
     body = {**story_request(model_id, "whale"), "max_tokens": 3000, "stream": True}
     async with (
-        httpx.AsyncClient(base_url=server.base_url, timeout=60) as client,
+        server.client(timeout=60) as client,
         client.stream("POST", "/v1/chat/completions", json=body) as response,
     ):
         lines = response.aiter_lines()
@@ -75,14 +75,14 @@ async def test_a_disconnected_stream_frees_its_slot(server: RunningServer, model
             await anext(lines)
         assert active_slots(server) == 1
     assert wait_until_idle(server) == 0
-    metrics = httpx.get(f"{server.base_url}/metrics").text
+    metrics = server.get("/metrics").text
     assert f'galerne_requests_total{{model="{model_id}",status="cancelled"}}' in metrics
 
 
 def test_a_disconnected_plain_request_frees_its_slot(server: RunningServer, model_id: str) -> None:
     body = {**story_request(model_id, "whale"), "max_tokens": 3000}
     try:
-        httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=httpx.Timeout(60, read=1.0))
+        server.post("/v1/chat/completions", json=body, timeout=httpx.Timeout(60, read=1.0))
     except httpx.ReadTimeout:
         pass
     else:
@@ -94,8 +94,8 @@ def test_next_turn_reuses_the_cached_prefix_and_answers_the_same(server: Running
     history = [
         {"role": "user", "content": "Tell me about the Moon in two sentences."},
     ]
-    first = httpx.post(
-        f"{server.base_url}/v1/chat/completions",
+    first = server.post(
+        "/v1/chat/completions",
         json={"model": model_id, "messages": history, "max_tokens": 40, "temperature": 0},
         timeout=60,
     ).json()
@@ -104,22 +104,22 @@ def test_next_turn_reuses_the_cached_prefix_and_answers_the_same(server: Running
         {"role": "user", "content": "And the Sun?"},
     ]
     body = {"model": model_id, "messages": history, "max_tokens": 20, "temperature": 0}
-    second = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=60).json()
+    second = server.post("/v1/chat/completions", json=body, timeout=60).json()
     cached = second["usage"]["num_cached_tokens"]
     assert cached > first["usage"]["prompt_tokens"] // 2
     assert second["usage"]["prompt_tokens_details"]["cached_tokens"] == cached
-    again = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=60).json()
+    again = server.post("/v1/chat/completions", json=body, timeout=60).json()
     assert again["usage"]["num_cached_tokens"] == second["usage"]["prompt_tokens"] - 1
     assert again["choices"][0]["message"]["content"] == second["choices"][0]["message"]["content"]
 
 
 def test_metrics_are_exported(server: RunningServer, model_id: str) -> None:
-    httpx.post(
-        f"{server.base_url}/v1/chat/completions",
+    server.post(
+        "/v1/chat/completions",
         json={"model": model_id, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4},
         timeout=60,
     )
-    text = httpx.get(f"{server.base_url}/metrics").text
+    text = server.get("/metrics").text
     for name in (
         "galerne_requests_total",
         "galerne_prompt_tokens_total",

@@ -13,7 +13,7 @@ USER = [{"role": "user", "content": "Hello"}]
 
 
 def post(server: RunningServer, body: Any = None, **kwargs: Any) -> httpx.Response:
-    return httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=60, **kwargs)
+    return server.post("/v1/chat/completions", json=body, timeout=60, **kwargs)
 
 
 def assert_error(response: httpx.Response, status: int, *, error_type: str, mentions: str) -> dict[str, Any]:
@@ -81,10 +81,10 @@ def test_unknown_field_is_refused(server: RunningServer, model_id: str) -> None:
 
 
 def test_malformed_json_is_400(server: RunningServer) -> None:
-    response = httpx.post(
-        f"{server.base_url}/v1/chat/completions",
+    response = server.post(
+        "/v1/chat/completions",
         content=b'{"model": "x", "messages": [',
-        headers={"content-type": "application/json"},
+        headers={"content-type": "application/json", **server.headers},
     )
     body = assert_error(response, 400, error_type="invalid_request_error", mentions="not valid JSON")
     assert body["code"] == "invalid_json"
@@ -101,8 +101,8 @@ def test_oversized_chunked_body_is_413(server: RunningServer) -> None:
         for _ in range(10):
             yield b"x" * (1024 * 1024)
 
-    response = httpx.post(
-        f"{server.base_url}/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"}
+    response = server.post(
+        "/v1/chat/completions", content=chunks(), headers={"content-type": "application/json", **server.headers}
     )
     assert_error(response, 413, error_type="invalid_request_error", mentions="limit")
 
@@ -145,27 +145,27 @@ def test_unsupported_features_are_refused_not_ignored(server: RunningServer, mod
 
 
 def test_unknown_route_uses_the_error_shape(server: RunningServer) -> None:
-    response = httpx.get(f"{server.base_url}/v1/nothing-here")
+    response = server.get("/v1/nothing-here")
     assert response.status_code == 404
     assert response.json()["object"] == "error"
 
 
 def test_model_endpoints(server: RunningServer, model_id: str) -> None:
-    listing = httpx.get(f"{server.base_url}/v1/models").json()
+    listing = server.get("/v1/models").json()
     assert listing["object"] == "list"
     card = listing["data"][0]
     assert card["capabilities"]["completion_chat"] is True
     assert card["max_context_length"] == 4096
-    by_alias = httpx.get(f"{server.base_url}/v1/models/smollm2").json()
+    by_alias = server.get("/v1/models/smollm2").json()
     assert by_alias["id"] == model_id
     assert_error(
-        httpx.get(f"{server.base_url}/v1/models/nope"), 404, error_type="invalid_request_error", mentions="nope"
+        server.get("/v1/models/nope"), 404, error_type="invalid_request_error", mentions="nope"
     )
 
 
 def test_openapi_docs_are_served(server: RunningServer) -> None:
-    assert httpx.get(f"{server.base_url}/docs").status_code == 200
-    schema = httpx.get(f"{server.base_url}/openapi.json").json()
+    assert server.get("/docs").status_code == 200
+    schema = server.get("/openapi.json").json()
     assert "/v1/chat/completions" in schema["paths"]
 
 

@@ -41,7 +41,7 @@ async def test_requests_beyond_the_queue_get_429(one_slot_server: RunningServer)
         "stream": True,
     }
     short = {"model": "tiny", "messages": question, "max_tokens": 5}
-    async with httpx.AsyncClient(base_url=one_slot_server.base_url, timeout=120) as client:
+    async with one_slot_server.client(timeout=120) as client:
         async with client.stream("POST", "/v1/chat/completions", json=long_story) as running:
             await anext(running.aiter_lines())  # the only slot is now busy
             queued = asyncio.create_task(client.post("/v1/chat/completions", json=short))
@@ -66,7 +66,7 @@ async def _until_queued(client: httpx.AsyncClient, count: int) -> None:
 
 
 def test_catalogue_file_sets_model_and_context(one_slot_server: RunningServer) -> None:
-    card = httpx.get(f"{one_slot_server.base_url}/v1/models/tiny").json()
+    card = one_slot_server.get("/v1/models/tiny").json()
     assert card["max_context_length"] == 1024
 
 
@@ -85,8 +85,8 @@ def test_bad_gguf_stops_start_up_naming_the_file(tmp_path: Path) -> None:
 def test_a_capability_the_catalogue_withholds_is_refused(one_slot_server: RunningServer) -> None:
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
     body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "tools": tools}
-    response = httpx.post(f"{one_slot_server.base_url}/v1/chat/completions", json=body, timeout=60)
+    response = one_slot_server.post("/v1/chat/completions", json=body, timeout=60)
     assert response.status_code == 400
     assert "does not offer function calling" in response.json()["message"]
-    card = httpx.get(f"{one_slot_server.base_url}/v1/models/tiny").json()
+    card = one_slot_server.get("/v1/models/tiny").json()
     assert card["capabilities"]["function_calling"] is False

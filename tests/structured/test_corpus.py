@@ -56,7 +56,7 @@ async def test_every_schema_yields_valid_json(server: RunningServer, model_id: s
         async with limit:
             return entry["name"], await _complete(client, model_id, entry, temperature)
 
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=600) as client:
+    async with server.client(timeout=600) as client:
         results = await asyncio.gather(*(one(client, entry) for entry in CORPUS))
     schemas = {entry["name"]: entry["schema"] for entry in CORPUS}
     failures = []

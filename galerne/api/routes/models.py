@@ -1,10 +1,12 @@
-"""`GET /v1/models` and `GET /v1/models/{id}`: the catalogue as la Plateforme's model cards."""
+"""`GET /v1/models` and `GET /v1/models/{id}`: the catalogue as la Plateforme's model cards.
+
+A key sees only the models its project may use, as on la Plateforme."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from galerne.api.deps import RuntimeDep
+from galerne.api.deps import PrincipalDep, RuntimeDep
 from galerne.protocol.models import ModelCard, ModelList
 from galerne.services.models import model_card
 
@@ -12,10 +14,13 @@ router = APIRouter()
 
 
 @router.get("/v1/models", response_model=ModelList)
-async def list_models(runtime: RuntimeDep) -> ModelList:
-    return runtime.registry.cards()
+async def list_models(principal: PrincipalDep, runtime: RuntimeDep) -> ModelList:
+    cards = runtime.registry.cards()
+    return ModelList(data=[card for card in cards.data if principal.may_use(card.id)])
 
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelCard)
-async def get_model(model_id: str, runtime: RuntimeDep) -> ModelCard:
-    return model_card(runtime.registry.catalog.resolve(model_id))
+async def get_model(model_id: str, principal: PrincipalDep, runtime: RuntimeDep) -> ModelCard:
+    entry = runtime.registry.catalog.resolve(model_id)
+    runtime.chat.check_model(principal, entry)
+    return model_card(entry)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import llguidance.llamacpp
 
-from galerne.engines.base import EngineCapabilities, EngineStats
+from galerne.engines.base import EngineCapabilities, EngineStats, PreparedRequest
 from galerne.engines.llamacpp.context import ContextShape, DecodeError, LlamaContext
 from galerne.engines.llamacpp.guide import GrammarGuide
 from galerne.engines.llamacpp.model import LlamaModel
@@ -57,6 +57,19 @@ class EmbeddedModelConfig:
     max_queued: int = 64
     num_threads: int | None = None
     model_id: str = "model"
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedSequence:
+    """A tokenized request that fits the context, waiting to be submitted."""
+
+    request: GenerationRequest
+    prompt: list[int]
+    max_new_tokens: int
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt)
 
 
 class EmbeddedGeneration:
@@ -157,14 +170,21 @@ class LlamaCppEngine:
             tokens.extend(self.model.tokenize(segment.text, parse_special=not segment.is_user_text))
         return tokens
 
-    def submit(self, request: GenerationRequest) -> EmbeddedGeneration:
-        """Queue a request; raises 400 if it cannot fit the context, 429 if the queue is full."""
-        if self._is_broken or self._is_stopping:
-            raise EngineUnavailableError("the model engine is not running; retry shortly")
+    def prepare(self, request: GenerationRequest) -> PreparedSequence:
+        """Tokenize and check a request: raises 400 if it cannot fit the context."""
         prompt = self.tokenize_prompt(request)
         if not prompt:
             raise InvalidRequestError("the conversation renders to an empty prompt; send some text")
         max_new = self._max_new_tokens(len(prompt), request.sampling.max_tokens)
+        return PreparedSequence(request=request, prompt=prompt, max_new_tokens=max_new)
+
+    def submit(self, prepared: PreparedRequest) -> EmbeddedGeneration:
+        """Queue a prepared request; raises 429 if the queue is full, 503 if the engine stopped."""
+        if not isinstance(prepared, PreparedSequence):
+            raise TypeError("submit() takes what this engine's prepare() returned")
+        if self._is_broken or self._is_stopping:
+            raise EngineUnavailableError("the model engine is not running; retry shortly")
+        request = prepared.request
         guide = None
         if request.constraint is not None:
             guide = GrammarGuide(self._grammars.matcher(request.constraint), self.model.num_vocab)
@@ -172,17 +192,17 @@ class LlamaCppEngine:
             raise EngineOverloadedError(
                 f"the model is busy: {self.config.max_queued} requests are already queued; retry shortly"
             )
-        generation = EmbeddedGeneration(self, len(prompt))
+        generation = EmbeddedGeneration(self, prepared.prompt_tokens)
         sequence = Sequence(
-            prompt=prompt,
-            max_new_tokens=max_new,
+            prompt=prepared.prompt,
+            max_new_tokens=prepared.max_new_tokens,
             sampler=TokenSampler(request.sampling),
             text=TextAssembler(request.sampling.stop),
             emit=generation.push,
             guide=guide,
         )
         generation.sequence = sequence
-        if max_new == 0:
+        if prepared.max_new_tokens == 0:
             generation.push(sequence.finish_event("", FinishReason.LENGTH))
             return generation
         with self._wakeup:

@@ -1,0 +1,81 @@
+"""`/admin/*`: projects, keys and usage for admin keys — the same operations as the CLI.
+
+Example::
+
+    curl -H "Authorization: Bearer $ADMIN_KEY" localhost:8000/admin/usage?group_by=project,model
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, status
+from fastapi.responses import PlainTextResponse
+
+from galerne.api.deps import AdminDep, RuntimeDep
+from galerne.protocol.admin import KeyCreateRequest, UsageReport
+from galerne.services.accounts import CreatedKey, KeyInfo, ProjectInfo, ProjectLimitsSpec, ProjectSpec
+from galerne.services.usage import as_csv
+
+router = APIRouter(prefix="/admin")
+
+
+@router.get("/projects", response_model=list[ProjectInfo])
+def list_projects(_: AdminDep, runtime: RuntimeDep) -> list[ProjectInfo]:
+    return runtime.accounts.list_projects()
+
+
+@router.post("/projects", response_model=ProjectInfo, status_code=status.HTTP_201_CREATED)
+def create_project(spec: ProjectSpec, _: AdminDep, runtime: RuntimeDep) -> ProjectInfo:
+    return runtime.accounts.create_project(spec)
+
+
+@router.get("/projects/{name}", response_model=ProjectInfo)
+def get_project(name: str, _: AdminDep, runtime: RuntimeDep) -> ProjectInfo:
+    return runtime.accounts.get_project(name)
+
+
+@router.patch("/projects/{name}", response_model=ProjectInfo)
+def update_project(name: str, changes: ProjectLimitsSpec, _: AdminDep, runtime: RuntimeDep) -> ProjectInfo:
+    project = runtime.accounts.update_project(name, changes)
+    if runtime.authenticator is not None:
+        runtime.authenticator.forget()  # limits and allowed models apply at once on this replica
+    return project
+
+
+@router.get("/keys", response_model=list[KeyInfo])
+def list_keys(_: AdminDep, runtime: RuntimeDep, project: str | None = None) -> list[KeyInfo]:
+    return runtime.accounts.list_keys(project)
+
+
+@router.post("/keys", response_model=CreatedKey, status_code=status.HTTP_201_CREATED)
+def create_key(body: KeyCreateRequest, _: AdminDep, runtime: RuntimeDep) -> CreatedKey:
+    return runtime.accounts.create_key(body.project, name=body.name, is_admin=body.is_admin, expires_at=body.expires_at)
+
+
+@router.delete("/keys/{key_id}", response_model=KeyInfo)
+def revoke_key(key_id: str, _: AdminDep, runtime: RuntimeDep) -> KeyInfo:
+    key = runtime.accounts.revoke_key(key_id)
+    if runtime.authenticator is not None:
+        runtime.authenticator.forget(key_id)
+    return key
+
+
+@router.get("/usage", response_model=UsageReport)
+def usage(
+    _: AdminDep,
+    runtime: RuntimeDep,
+    group_by: Annotated[str, Query(description="Comma-separated: project, key, model, day.")] = "project,model",
+    project: str | None = None,
+    key: str | None = None,
+    model: str | None = None,
+    since: date | None = None,
+    until: date | None = None,
+    format: Literal["json", "csv"] = "json",
+) -> UsageReport | PlainTextResponse:
+    groups = [name.strip() for name in group_by.split(",") if name.strip()]
+    rows = runtime.usage.aggregate(groups, project=project, key_id=key, model=model, since=since, until=until)
+    if format == "csv":
+        return PlainTextResponse(as_csv(rows), media_type="text/csv")
+    return UsageReport(group_by=groups, data=rows)

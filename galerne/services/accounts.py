@@ -1,0 +1,189 @@
+"""Projects and their keys, as the operator manages them from the CLI and the admin API.
+
+A project is what is limited and billed; a key belongs to one project. Admin keys manage the
+others and read all usage; without `--project` they go into a project named `admin`.
+
+Example::
+
+    accounts = AccountService(database, catalog)
+    accounts.create_project(ProjectSpec(name="research", requests_per_minute=60))
+    created = accounts.create_key("research")       # created.key is shown once, never stored
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from galerne.catalog import Catalog
+from galerne.errors import ConflictError, InvalidRequestError, NotFoundError
+from galerne.services.keys import issue_key
+from galerne.storage import tenancy
+from galerne.storage.database import Database
+from galerne.storage.tables import MICROS_PER_UNIT, ApiKey, Project
+
+ADMIN_PROJECT = "admin"
+
+
+class ProjectLimitsSpec(BaseModel):
+    """What can be set on a project; every field may be left unset (unlimited, never expires)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allowed_models: list[str] | None = Field(default=None, description="Model ids; null allows every model.")
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    max_concurrent_requests: int | None = Field(default=None, ge=1)
+    monthly_token_budget: int | None = Field(default=None, ge=0)
+    monthly_budget: float | None = Field(default=None, ge=0, description="In the catalogue's price currency.")
+    expires_at: datetime | None = None
+    is_disabled: bool = False
+
+
+class ProjectSpec(ProjectLimitsSpec):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+
+
+class ProjectInfo(ProjectSpec):
+    id: str
+    created_at: datetime
+
+
+class KeyInfo(BaseModel):
+    id: str
+    name: str
+    project: str
+    project_id: str
+    is_admin: bool
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class CreatedKey(KeyInfo):
+    key: str = Field(description="The whole key; shown this once and never again.")
+
+
+class AccountService:
+    def __init__(self, database: Database, catalog: Catalog, clock: Callable[[], datetime] | None = None) -> None:
+        self._database = database
+        self._catalog = catalog
+        self._now = clock or (lambda: datetime.now(UTC))
+
+    def create_project(self, spec: ProjectSpec) -> ProjectInfo:
+        self._check_models(spec.allowed_models)
+        with self._database.session() as session:
+            if tenancy.find_project(session, spec.name) is not None:
+                raise ConflictError(f"project {spec.name!r} already exists; use `projects update`", param="name")
+            project = Project(id=secrets.token_hex(8), created_at=self._now(), name=spec.name)
+            _apply(project, spec, spec.model_fields_set | {"is_disabled"})
+            return _project_info(tenancy.add_project(session, project))
+
+    def update_project(self, name: str, changes: ProjectLimitsSpec) -> ProjectInfo:
+        """Set only the fields given (`model_fields_set`); an explicit null lifts a limit."""
+        self._check_models(changes.allowed_models)
+        with self._database.session() as session:
+            project = _project_or_404(session, name)
+            _apply(project, changes, changes.model_fields_set)
+            session.flush()
+            return _project_info(project)
+
+    def list_projects(self) -> list[ProjectInfo]:
+        with self._database.session() as session:
+            return [_project_info(project) for project in tenancy.list_projects(session)]
+
+    def get_project(self, name: str) -> ProjectInfo:
+        with self._database.session() as session:
+            return _project_info(_project_or_404(session, name))
+
+    def create_key(
+        self, project: str | None, *, name: str = "", is_admin: bool = False, expires_at: datetime | None = None
+    ) -> CreatedKey:
+        with self._database.session() as session:
+            if project is None:
+                if not is_admin:
+                    raise InvalidRequestError("say which project the key is for (--project NAME)", param="project")
+                owner = tenancy.find_project(session, ADMIN_PROJECT) or tenancy.add_project(
+                    session, Project(id=secrets.token_hex(8), name=ADMIN_PROJECT, created_at=self._now())
+                )
+            else:
+                owner = _project_or_404(session, project)
+            issued = issue_key()
+            key = ApiKey(
+                id=issued.id, project=owner, name=name, secret_hash=issued.secret_hash, is_admin=is_admin,
+                created_at=self._now(), expires_at=expires_at,
+            )
+            tenancy.add_key(session, key)
+            return CreatedKey(key=issued.token, **_key_info(key).model_dump())
+
+    def list_keys(self, project: str | None = None) -> list[KeyInfo]:
+        with self._database.session() as session:
+            project_id = _project_or_404(session, project).id if project is not None else None
+            return [_key_info(key) for key in tenancy.list_keys(session, project_id)]
+
+    def revoke_key(self, key_id: str) -> KeyInfo:
+        """Revoked keys stay listed (usage refers to them) but never authenticate again."""
+        with self._database.session() as session:
+            key = tenancy.find_key(session, key_id)
+            if key is None:
+                raise NotFoundError(f"no API key with id {key_id!r}; `galerne keys list` shows them", param="id")
+            if key.revoked_at is None:
+                key.revoked_at = self._now()
+            return _key_info(key)
+
+    def has_admin_key(self) -> bool:
+        with self._database.session() as session:
+            return tenancy.has_admin_key(session, self._now())
+
+    def _check_models(self, models: list[str] | None) -> None:
+        """Allowed models are stored as catalogue ids, so an alias or a typo is caught now."""
+        if models is None:
+            return
+        for index, name in enumerate(models):
+            models[index] = self._catalog.resolve(name).id
+
+
+def _apply(project: Project, spec: ProjectLimitsSpec, fields: set[str]) -> None:
+    for field in fields:
+        if field == "name":
+            continue
+        value = getattr(spec, field)
+        if field == "monthly_budget":
+            project.monthly_budget_micros = None if value is None else round(value * MICROS_PER_UNIT)
+        else:
+            setattr(project, field, value)
+
+
+def _project_or_404(session: Session, name: str) -> Project:
+    project = tenancy.find_project(session, name)
+    if project is None:
+        raise NotFoundError(f"no project named {name!r}; `galerne projects list` shows them", param="project")
+    return project
+
+
+def _project_info(project: Project) -> ProjectInfo:
+    budget = project.monthly_budget_micros
+    return ProjectInfo(
+        id=project.id,
+        name=project.name,
+        created_at=project.created_at,
+        allowed_models=project.allowed_models,
+        requests_per_minute=project.requests_per_minute,
+        tokens_per_minute=project.tokens_per_minute,
+        max_concurrent_requests=project.max_concurrent_requests,
+        monthly_token_budget=project.monthly_token_budget,
+        monthly_budget=None if budget is None else budget / MICROS_PER_UNIT,
+        expires_at=project.expires_at,
+        is_disabled=project.is_disabled,
+    )
+
+
+def _key_info(key: ApiKey) -> KeyInfo:
+    return KeyInfo(
+        id=key.id, name=key.name, project=key.project.name, project_id=key.project_id, is_admin=key.is_admin,
+        created_at=key.created_at, expires_at=key.expires_at, revoked_at=key.revoked_at,
+    )

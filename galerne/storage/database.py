@@ -1,0 +1,84 @@
+"""Open the database named by `GALERNE_DATABASE_URL` (SQLite in the data directory by default) and
+bring its schema to the newest migration, so every start, CLI command included, finds the tables it needs.
+
+Example::
+
+    database = Database.open("sqlite:////srv/galerne/galerne.db")
+    with database.session() as session: ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.resources import files
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from galerne.errors import ConfigurationError
+
+# SQLite and a running server share one file with the CLI: WAL lets readers and the writer overlap,
+# and the busy timeout makes a second writer wait instead of failing with "database is locked".
+_SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=10000", "PRAGMA foreign_keys=ON",
+                   "PRAGMA synchronous=NORMAL")
+
+
+class Database:
+    """One SQLAlchemy engine and its session factory."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True) -> Database:
+        """Connect and migrate; a wrong URL or an unreachable server is a clear start-up error."""
+        try:
+            parsed = make_url(url)
+        except ArgumentError as exc:
+            raise ConfigurationError(f"GALERNE_DATABASE_URL is not a database URL: {exc}") from exc
+        options: dict[str, Any] = {"pool_pre_ping": True}
+        if parsed.get_backend_name() == "sqlite":
+            options["connect_args"] = {"check_same_thread": False}
+        engine = create_engine(parsed, **options)
+        if parsed.get_backend_name() == "sqlite":
+            event.listen(engine, "connect", _apply_sqlite_pragmas)
+        database = cls(engine)
+        if migrate:
+            database.migrate()
+        return database
+
+    def migrate(self) -> None:
+        """Apply every Alembic migration not yet applied (idempotent)."""
+        config = Config()
+        config.set_main_option("script_location", str(files("galerne.storage").joinpath("migrations")))
+        try:
+            with self.engine.begin() as connection:
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        except OperationalError as exc:
+            raise ConfigurationError(
+                f"cannot open the database {self.engine.url.render_as_string(hide_password=True)}: {exc.orig}"
+            ) from exc
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session committed when the block ends normally, rolled back otherwise."""
+        with self._sessions.begin() as session:
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _apply_sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    for pragma in _SQLITE_PRAGMAS:
+        cursor.execute(pragma)
+    cursor.close()
