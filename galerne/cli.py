@@ -5,6 +5,7 @@ Example: ``galerne serve --port 8000`` then ``curl localhost:8000/v1/models``.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 from pathlib import Path
@@ -46,16 +47,69 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     config: ConfigOption = None,
+    no_auth: Annotated[
+        bool | None, typer.Option("--no-auth", help="No API keys (local experiments; loopback only).")
+    ] = None,
 ) -> None:
     """Serve the API (and load every model of the catalogue)."""
-    settings = _settings(host=host, port=port, config=config)
+    settings = _settings(host=host, port=port, config=config, no_auth=no_auth)
     settings.ensure_home()
     catalog = _checked_catalog(settings)
+    _check_auth_setup(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from galerne.api.app import create_app  # imported late: `galerne models` should not load FastAPI
 
     typer.echo(f"Galerne serving {', '.join(e.id for e in catalog.models)} on http://{settings.host}:{settings.port}")
     uvicorn.run(create_app(settings, catalog), host=settings.host, port=settings.port, log_level="info")
+
+
+def _check_auth_setup(settings: Settings) -> None:
+    """Refuse `--no-auth` off loopback; say how to create the first admin key when there is none."""
+    if settings.no_auth:
+        if not _is_loopback(settings.host):
+            typer.echo(
+                f"error: --no-auth would let anyone who can reach {settings.host} use every model; "
+                "it is allowed on loopback addresses only (127.0.0.1, ::1, localhost)",
+                err=True,
+            )
+            raise typer.Exit(code=2)
+        typer.secho(
+            "WARNING: authentication is OFF (--no-auth): no API keys, no limits, no per-project usage. "
+            "For local experiments only.",
+            fg=typer.colors.RED,
+            bold=True,
+            err=True,
+        )
+        return
+    from galerne.services.accounts import AccountService
+    from galerne.storage.database import Database
+
+    try:
+        database = Database.open(settings.resolved_database_url())
+    except ConfigurationError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(code=2) from exc
+    try:
+        has_admin = AccountService(database, load_catalog(settings.config)).has_admin_key()
+    finally:
+        database.close()
+    if not has_admin:
+        typer.echo(
+            "No admin key exists yet. Create one (it is shown once) with:\n"
+            "    galerne keys create --admin\n"
+            "then a project and its keys with `galerne projects create NAME` and "
+            "`galerne keys create --project NAME`. Every /v1 request needs a key.",
+            err=True,
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @app.command("models")
@@ -72,3 +126,14 @@ def list_models(
     for entry in entries:
         aliases = f" (aliases: {', '.join(entry.aliases)})" if entry.aliases else ""
         typer.echo(f"{entry.id}{aliases}  context={entry.context_length}  slots={entry.num_slots}")
+
+
+def _register_account_commands() -> None:
+    from galerne.cli_accounts import keys_app, projects_app, usage
+
+    app.add_typer(projects_app, name="projects")
+    app.add_typer(keys_app, name="keys")
+    app.command("usage")(usage)
+
+
+_register_account_commands()
