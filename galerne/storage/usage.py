@@ -81,7 +81,11 @@ def aggregate_usage(
         query = query.where(condition)
     if dimensions:
         query = query.group_by(*dimensions).order_by(*dimensions)
-    return [dict(row._mapping) for row in session.execute(query)]
+    rows = [dict(row._mapping) for row in session.execute(query)]
+    for row in rows:  # PostgreSQL sums BIGINTs as NUMERIC
+        for name in _ROLLUP_SUMS:
+            row[name] = int(row[name])
+    return rows
 
 
 def list_usage_records(session: Session, where: UsageFilter, *, limit: int = 1000) -> Sequence[UsageRecord]:

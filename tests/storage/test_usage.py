@@ -59,7 +59,8 @@ def test_aggregates_group_and_filter(database: Database) -> None:
     with database.session() as session:
         by_model = aggregate_usage(session, [UsageGrouping.MODEL], UsageFilter())
         assert [(r["model"], r["num_requests"], r["prompt_tokens"]) for r in by_model] == [("a", 2, 15), ("b", 1, 1)]
-        one_project = aggregate_usage(session, [UsageGrouping.DAY], UsageFilter(project_id="p1", since=date(2026, 11, 2)))
+        since_second = UsageFilter(project_id="p1", since=date(2026, 11, 2))
+        one_project = aggregate_usage(session, [UsageGrouping.DAY], since_second)
         assert [(r["day"], r["completion_tokens"]) for r in one_project] == [(date(2026, 11, 2), 1)]
         total = aggregate_usage(session, [], UsageFilter())
         assert total[0]["num_requests"] == 3
