@@ -15,6 +15,14 @@ SmolLM2-135M-Instruct model is served. Example file::
     price_input_per_million = 0.1
     price_output_per_million = 0.3
     num_slots = 8
+
+    [[models]]                     # a model served elsewhere, behind any OpenAI-compatible API
+    id = "mistral-small"
+    engine = "remote"
+    base_url = "https://api.mistral.ai/v1"
+    upstream_model = "mistral-small-latest"
+    api_key_env = "MISTRAL_API_KEY"
+    context_length = 32768
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import importlib.util
 import tomllib
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -42,14 +51,24 @@ class Capability(StrEnum):
 
 
 class ModelEntry(BaseModel):
-    """One served model. `gguf` is a file path or ``package:<python package>/<file inside it>``."""
+    """One served model.
+
+    `engine = "embedded"` runs a GGUF file here: `gguf` is a file path or
+    ``package:<python package>/<file inside it>``. `engine = "remote"` forwards to an OpenAI-compatible
+    upstream at `base_url`; its key is read from the environment variable named by `api_key_env`, so the
+    catalogue never holds a secret.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._:-]+$")
     aliases: tuple[str, ...] = ()
-    engine: str = "embedded"
-    gguf: str
+    engine: Literal["embedded", "remote"] = "embedded"
+    gguf: str | None = None
+    base_url: str | None = Field(default=None, pattern=r"^https?://", description="Remote: the API root, with /v1.")
+    upstream_model: str | None = Field(default=None, description="Remote: the upstream's model name (default: id).")
+    api_key_env: str | None = Field(default=None, description="Remote: environment variable holding the key.")
+    max_concurrent_requests: int = Field(default=64, ge=1, le=4096, description="Remote: requests in flight.")
     context_length: int = Field(default=4096, ge=64)
     capabilities: tuple[Capability, ...] = (Capability.CHAT, Capability.TOOLS, Capability.JSON)
     languages: tuple[str, ...] = ("en",)
@@ -66,13 +85,17 @@ class ModelEntry(BaseModel):
     created: int = 1_700_000_000
 
     @model_validator(mode="after")
-    def _engine_is_known(self) -> ModelEntry:
-        if self.engine != "embedded":
-            raise ValueError(f"engine {self.engine!r} is not available yet; use 'embedded'")
+    def _engine_has_what_it_needs(self) -> ModelEntry:
+        if self.engine == "embedded" and not self.gguf:
+            raise ValueError("an embedded model needs `gguf` (a GGUF file path or package:<package>/<file>)")
+        if self.engine == "remote" and not self.base_url:
+            raise ValueError("a remote model needs `base_url`, e.g. \"https://api.mistral.ai/v1\"")
         return self
 
     def gguf_path(self) -> Path:
         """Resolve `gguf` to an existing GGUF file, or say precisely which file is wrong and why."""
+        if self.gguf is None:
+            raise ConfigurationError(f"model {self.id!r} is served by the {self.engine} engine and has no GGUF file")
         path = _resolve_reference(self.gguf)
         if not path.is_file():
             raise ConfigurationError(

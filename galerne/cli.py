@@ -35,7 +35,8 @@ def _checked_catalog(settings: Settings) -> Catalog:
     try:
         catalog = load_catalog(settings.config)
         for entry in catalog.models:
-            entry.gguf_path()
+            if entry.engine == "embedded":
+                entry.gguf_path()
     except ConfigurationError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(code=2) from exc

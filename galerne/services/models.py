@@ -8,10 +8,14 @@ Example::
 
 from __future__ import annotations
 
+import os
+
 from galerne.catalog import Capability, Catalog, ModelEntry
 from galerne.config import Settings
 from galerne.engines.base import Engine
 from galerne.engines.llamacpp.engine import EmbeddedModelConfig, LlamaCppEngine
+from galerne.engines.remote import RemoteEngine, RemoteModelConfig
+from galerne.errors import ConfigurationError
 from galerne.protocol.models import ModelCapabilities, ModelCard, ModelList
 from galerne.services.metrics import Metrics
 
@@ -76,6 +80,8 @@ def model_card(entry: ModelEntry) -> ModelCard:
 
 
 def _start_engine(entry: ModelEntry, settings: Settings) -> Engine:
+    if entry.engine == "remote":
+        return RemoteEngine(_remote_config(entry))
     config = EmbeddedModelConfig(
         path=entry.gguf_path(),
         context_length=entry.context_length,
@@ -86,3 +92,24 @@ def _start_engine(entry: ModelEntry, settings: Settings) -> Engine:
         model_id=entry.id,
     )
     return LlamaCppEngine(config)
+
+
+def _remote_config(entry: ModelEntry) -> RemoteModelConfig:
+    """The upstream key comes from the environment variable the catalogue names, read once at start."""
+    api_key = None
+    if entry.api_key_env:
+        api_key = os.environ.get(entry.api_key_env)
+        if not api_key:
+            raise ConfigurationError(
+                f"model {entry.id!r}: environment variable {entry.api_key_env} (its upstream API key) is not set"
+            )
+    if entry.base_url is None:
+        raise ConfigurationError(f"model {entry.id!r}: a remote model needs `base_url`")
+    return RemoteModelConfig(
+        base_url=entry.base_url,
+        upstream_model=entry.upstream_model or entry.id,
+        api_key=api_key,
+        context_length=entry.context_length,
+        max_concurrent_requests=entry.max_concurrent_requests,
+        model_id=entry.id,
+    )

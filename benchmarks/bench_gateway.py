@@ -1,0 +1,335 @@
+"""The gateway's own overhead: Galerne (auth + limits + metering) and LiteLLM's proxy in front of an upstream
+that answers instantly, against that upstream called directly, all in one run.
+
+    .venv/bin/python benchmarks/bench_gateway.py                 # 16 clients, 10 s per setup
+    .venv/bin/python benchmarks/bench_gateway.py --duration 20 --skip-litellm
+
+Three processes per setup, so none shares a GIL with another: the upstream (a raw asyncio HTTP/1.1
+responder answering every chat completion with a fixed reply, streamed when asked), the server under test,
+and the load generator (16 keep-alive connections, each sending the next request as soon as the last
+answer arrived). LiteLLM's proxy is installed from PyPI into `benchmarks/.venv-litellm` on first use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LITELLM_VENV = REPO_ROOT / "benchmarks" / ".venv-litellm"
+MODEL = "bench"
+REPLY_WORDS = ["The", " answer", " is", " forty", "-two", "."]
+MAX_TOKENS = 16
+
+# --- the upstream: fixed answers, as fast as asyncio can write them -----------------------------------------
+
+
+def _completion_body() -> bytes:
+    usage = {"prompt_tokens": 12, "completion_tokens": len(REPLY_WORDS), "total_tokens": 12 + len(REPLY_WORDS)}
+    return json.dumps({
+        "id": "chatcmpl-bench", "object": "chat.completion", "created": 1_700_000_000, "model": MODEL,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(REPLY_WORDS)},
+                     "finish_reason": "stop"}],
+        "usage": usage,
+    }).encode()
+
+
+def _stream_body() -> bytes:
+    def event(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
+        chunk = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1_700_000_000,
+                 "model": MODEL, "choices": choices, "usage": usage}
+        return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+    parts = [event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])]
+    parts += [event([{"index": 0, "delta": {"content": word}, "finish_reason": None}]) for word in REPLY_WORDS]
+    usage = {"prompt_tokens": 12, "completion_tokens": len(REPLY_WORDS), "total_tokens": 12 + len(REPLY_WORDS)}
+    parts.append(event([{"index": 0, "delta": {}, "finish_reason": "stop"}], usage))
+    parts.append(b"data: [DONE]\n\n")
+    return b"".join(parts)
+
+
+def _response(body: bytes, content_type: str) -> bytes:
+    head = f"HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+async def _serve_upstream(port: int) -> None:
+    plain = _response(_completion_body(), "application/json")
+    streamed = _response(_stream_body(), "text/event-stream")
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                body = await reader.readexactly(length) if length else b""
+                writer.write(streamed if b'"stream":true' in body.replace(b" ", b"") else plain)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+    async with server:
+        await server.serve_forever()
+
+
+# --- the load generator: keep-alive HTTP/1.1 clients written on asyncio streams -----------------------------
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length, chunked = None, False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+    if chunked:
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    elif length:
+        await reader.readexactly(length)
+    return status
+
+
+async def _load(url: str, key: str, concurrency: int, warmup: float, duration: float) -> dict[str, Any]:
+    host_port, _, path = url.removeprefix("http://").partition("/")
+    host, _, port = host_port.partition(":")
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "What is the answer?"}],
+                       "max_tokens": MAX_TOKENS}).encode()
+    request = (
+        f"POST /{path} HTTP/1.1\r\nhost: {host_port}\r\ncontent-type: application/json\r\n"
+        f"authorization: Bearer {key}\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    latencies: list[float] = []
+    errors = 0
+    start = time.perf_counter()
+    measure_from, stop_at = start + warmup, start + warmup + duration
+
+    async def client() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, int(port))
+        while True:
+            sent = time.perf_counter()
+            if sent >= stop_at:
+                break
+            writer.write(request)
+            try:
+                status = await _read_response(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                errors += 1
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, int(port))
+                continue
+            done = time.perf_counter()
+            if sent >= measure_from and done <= stop_at:
+                if status == 200:
+                    latencies.append(done - sent)
+                else:
+                    errors += 1
+        writer.close()
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    latencies.sort()
+    return {
+        "requests_per_second": len(latencies) / duration,
+        "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else float("nan"),
+        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else float("nan"),
+        "num_requests": len(latencies),
+        "errors": errors,
+    }
+
+
+# --- orchestration ----------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log.read_text(errors='replace')[-3000:]}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"server did not open port {port}:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@contextmanager
+def running(command: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> Iterator[None]:
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                                   cwd=REPO_ROOT, start_new_session=True)
+    try:
+        wait_for_port(port, process, log)
+        yield
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def measure(url: str, key: str, args: argparse.Namespace) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--role", "load", "--url", url, "--key", key,
+               "--concurrency", str(args.concurrency), "--duration", str(args.duration), "--warmup", str(args.warmup)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return dict(json.loads(result.stdout))
+
+
+def galerne_cli(home: Path, *arguments: str) -> Any:
+    env = {**os.environ, "GALERNE_HOME": str(home)}
+    result = subprocess.run([sys.executable, "-m", "galerne", *arguments, "--json"], capture_output=True, text=True,
+                            env=env, check=True, cwd=REPO_ROOT)
+    return json.loads(result.stdout)
+
+
+def bench_galerne(upstream_url: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    home = work / "galerne"
+    home.mkdir()
+    config = home / "catalogue.toml"
+    config.write_text(
+        f'[[models]]\nid = "{MODEL}"\nengine = "remote"\nbase_url = "{upstream_url}"\ncontext_length = 8192\n'
+        "max_concurrent_requests = 256\nprice_input_per_million = 0.1\nprice_output_per_million = 0.3\n"
+    )
+    galerne_cli(home, "projects", "create", "bench", "--rpm", "100000000", "--tpm", "100000000000", "--concurrency",
+                "1000", "--models", MODEL)
+    key = galerne_cli(home, "keys", "create", "--project", "bench")["key"]
+    port = free_port()
+    command = [sys.executable, "-m", "galerne", "serve", "--config", str(config), "--port", str(port)]
+    with running(command, port, home / "server.log", {"GALERNE_HOME": str(home)}):
+        result = measure(f"http://127.0.0.1:{port}/v1/chat/completions", key, args)
+    usage = galerne_cli(home, "usage", "--by", "project")
+    result["metered_requests"] = usage[0]["num_requests"] if usage else 0
+    return result
+
+
+def litellm_executable() -> Path:
+    executable = LITELLM_VENV / "bin" / "litellm"
+    if not executable.exists():
+        print(f"installing litellm[proxy] into {LITELLM_VENV} (once) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "--quiet", "litellm[proxy]"], check=True)
+    return executable
+
+
+def bench_litellm(upstream_url: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    home = work / "litellm"
+    home.mkdir()
+    config = home / "config.yaml"
+    # Without a database LiteLLM has no virtual keys, budgets or spend logs (they need PostgreSQL through
+    # Prisma, whose engines it downloads at run time); the closest configuration is a master key for auth
+    # and rpm/tpm limits on the deployment, enforced by its router.
+    config.write_text(
+        "model_list:\n"
+        f"  - model_name: {MODEL}\n"
+        "    litellm_params:\n"
+        f"      model: openai/{MODEL}\n"
+        f"      api_base: {upstream_url}\n"
+        "      api_key: sk-upstream\n"
+        "      rpm: 100000000\n"
+        "      tpm: 100000000000\n"
+        "general_settings:\n"
+        "  master_key: sk-bench-master\n"
+        "litellm_settings:\n"
+        "  telemetry: false\n"
+        "  drop_params: true\n"
+    )
+    port = free_port()
+    env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
+           "DISABLE_SCHEMA_UPDATE": "True"}
+    command = [str(litellm_executable()), "--config", str(config), "--port", str(port), "--host", "127.0.0.1"]
+    with running(command, port, home / "proxy.log", env):
+        time.sleep(2)  # the port opens before the router is ready
+        return measure(f"http://127.0.0.1:{port}/v1/chat/completions", "sk-bench-master", args)
+
+
+def main(args: argparse.Namespace) -> None:
+    if args.role == "upstream":
+        asyncio.run(_serve_upstream(args.port))
+        return
+    if args.role == "load":
+        print(json.dumps(asyncio.run(_load(args.url, args.key, args.concurrency, args.warmup, args.duration))))
+        return
+    work = Path(tempfile.mkdtemp(prefix="galerne-bench-gateway-"))
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        port = free_port()
+        upstream_url = f"http://127.0.0.1:{port}/v1"
+        with running([sys.executable, __file__, "--role", "upstream", "--port", str(port)], port, work / "up.log"):
+            results["upstream direct"] = measure(f"{upstream_url}/chat/completions", "none", args)
+            results["galerne (auth+limits+metering)"] = bench_galerne(upstream_url, work, args)
+            if not args.skip_litellm:
+                results["litellm proxy"] = bench_litellm(upstream_url, work, args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report(results, args)
+
+
+def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+    print(f"\n{args.concurrency} concurrent clients, {args.duration:g} s measured after {args.warmup:g} s warm-up, "
+          f"non-streamed chat completions\n")
+    print(f"{'setup':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for name, result in results.items():
+        print(f"{name:34} {result['requests_per_second']:9.0f} {result['p50_ms']:8.2f} {result['p99_ms']:8.2f} "
+              f"{result['errors']:7d}")
+    direct = results["upstream direct"]
+    galerne = results["galerne (auth+limits+metering)"]
+    print(f"\ngalerne metered {galerne['metered_requests']} requests (every request of the run, warm-up included)")
+    print(f"galerne ÷ direct req/s:   {galerne['requests_per_second'] / direct['requests_per_second']:.3f}")
+    print(f"galerne overhead p50:     {galerne['p50_ms'] - direct['p50_ms']:.2f} ms")
+    if "litellm proxy" in results:
+        litellm = results["litellm proxy"]
+        ratio = galerne["requests_per_second"] / max(litellm["requests_per_second"], 1e-9)
+        print(f"galerne ÷ litellm req/s:  {ratio:.1f}  (goal ≥ 10)")
+        print(f"litellm overhead p50:     {litellm['p50_ms'] - direct['p50_ms']:.2f} ms")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="Seconds measured per setup.")
+    parser.add_argument("--warmup", type=float, default=2.0, help="Seconds of load before measuring.")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--skip-litellm", action="store_true")
+    parser.add_argument("--json", help="Also write the results to this file.")
+    parser.add_argument("--role", choices=["bench", "upstream", "load"], default="bench", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--key", help=argparse.SUPPRESS)
+    return parser
+
+
+if __name__ == "__main__":
+    main(build_parser().parse_args())

@@ -1,0 +1,84 @@
+"""A catalogue entry served by an upstream: the gateway authenticates, limits and meters it like any model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import RunningServer, start_server, stop_server
+from tests.upstream import Upstream, running_upstream
+
+HELLO = [{"role": "user", "content": "Say hello."}]
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[Upstream]:
+    with running_upstream() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    home = tmp_path_factory.mktemp("gateway")
+    config = home / "catalogue.toml"
+    config.write_text(
+        f'[[models]]\nid = "far"\nengine = "remote"\nbase_url = "{upstream.base_url}"\nupstream_model = "up"\n'
+        'api_key_env = "UPSTREAM_KEY"\ncontext_length = 8192\nprice_input_per_million = 2.0\n'
+        "price_output_per_million = 6.0\n"
+    )
+    env = {"GALERNE_CONFIG": str(config), "UPSTREAM_KEY": "sk-upstream-secret", "GALERNE_USAGE_FLUSH_SECONDS": "0.1"}
+    running = start_server(home, env=env)
+    yield running
+    stop_server(running)
+
+
+def test_a_remote_model_answers_through_the_gateway(gateway: RunningServer, upstream: Upstream) -> None:
+    reply = gateway.post("/v1/chat/completions", json={"model": "far", "messages": HELLO, "max_tokens": 20})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["choices"][0]["message"]["content"] == "Hello from upstream ."
+    assert body["usage"] == {**body["usage"], "prompt_tokens": 11, "completion_tokens": 4}
+    assert upstream.headers[-1]["authorization"] == "Bearer sk-upstream-secret"
+    assert "sk-upstream-secret" not in gateway.log()
+
+
+def test_a_remote_stream_ends_with_usage(gateway: RunningServer) -> None:
+    body = {"model": "far", "messages": HELLO, "stream": True}
+    reply = gateway.post("/v1/chat/completions", json=body)
+    chunks = [json.loads(line[6:]) for line in reply.text.splitlines() if line.startswith("data: {")]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and chunks[-1]["usage"]["completion_tokens"] == 4
+    assert reply.text.rstrip().endswith("data: [DONE]")
+
+
+def test_remote_usage_is_metered_at_the_catalogue_price(gateway: RunningServer) -> None:
+    project = "metered"
+    gateway.cli("projects", "create", project)
+    key = gateway.cli("keys", "create", "--project", project)["key"]
+    reply = gateway.post(
+        "/v1/chat/completions", json={"model": "far", "messages": HELLO}, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert reply.status_code == 200
+    for _ in range(50):
+        usage = gateway.cli("usage", "--project", project)
+        if usage:
+            break
+    assert usage[0]["prompt_tokens"] == 11 and usage[0]["completion_tokens"] == 4
+    assert usage[0]["cost"] == pytest.approx((11 * 2.0 + 4 * 6.0) / 1_000_000)
+
+
+def test_tools_and_json_are_refused_for_remote_models(gateway: RunningServer) -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    refused = gateway.post("/v1/chat/completions", json={"model": "far", "messages": HELLO, "tools": tools})
+    assert refused.status_code == 400 and refused.json()["code"] == "unsupported_feature"
+
+
+def test_an_upstream_failure_is_reported_without_a_500(gateway: RunningServer, upstream: Upstream) -> None:
+    upstream.fail_with = 503
+    try:
+        reply = gateway.post("/v1/chat/completions", json={"model": "far", "messages": HELLO})
+    finally:
+        upstream.fail_with = None
+    assert reply.status_code == 500 and reply.json()["type"] == "server_error"
+    assert "upstream model 'up' answered HTTP 503" in reply.json()["message"]
