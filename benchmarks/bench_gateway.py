@@ -208,7 +208,7 @@ def measure(url: str, key: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def galerne_cli(home: Path, *arguments: str) -> Any:
-    env = {**os.environ, "GALERNE_HOME": str(home)}
+    env = {**os.environ, "GALERNE_HOME": str(home), "GALERNE_CONFIG": str(home / "catalogue.toml")}
     result = subprocess.run([sys.executable, "-m", "galerne", *arguments, "--json"], capture_output=True, text=True,
                             env=env, check=True, cwd=REPO_ROOT)
     return json.loads(result.stdout)

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
 from galerne.engines.base import EngineCapabilities, EngineStats, PreparedRequest
 from galerne.errors import ContextLengthExceededError, EngineOverloadedError
@@ -78,21 +78,22 @@ class RemoteGeneration:
         completion_tokens = 0
         self._engine.num_active += 1
         try:
-            async with self._engine.client().stream(
-                "POST", "/chat/completions", json=self._engine.body(self._prepared)
+            async with self._engine.session().post(
+                self._engine.completions_url, json=self._engine.body(self._prepared)
             ) as response:
-                if response.status_code != 200:
-                    yield self._failure(f"answered HTTP {response.status_code}: {await _error_text(response)}", 0)
+                if response.status != 200:
+                    yield self._failure(f"answered HTTP {response.status}: {await _error_text(response)}", 0)
                     return
                 finish: FinishReason | None = None
-                async for line in response.aiter_lines():
+                async for raw in response.content:  # one SSE line at a time
                     if self._is_cancelled:
                         return
+                    line = raw.decode().strip()
                     if not line.startswith("data:"):
                         continue
                     data = line.removeprefix("data:").strip()
                     if data == "[DONE]":
-                        break
+                        continue  # read to the end, so the connection goes back to the pool
                     chunk = json.loads(data)
                     usage = chunk.get("usage")
                     if usage:
@@ -109,7 +110,7 @@ class RemoteGeneration:
                     yield self._failure("ended its stream without a finish_reason", completion_tokens)
                     return
                 yield GenerationEvent("", self.prompt_tokens, completion_tokens, finish)
-        except (httpx.HTTPError, json.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
+        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
             yield self._failure(f"failed: {type(exc).__name__}", completion_tokens)
         finally:
             self._engine.num_active -= 1
@@ -127,7 +128,8 @@ class RemoteEngine:
         self.config = config
         self.context_length = config.context_length
         self.num_active = 0
-        self._client: httpx.AsyncClient | None = None
+        self.completions_url = config.base_url.rstrip("/") + "/chat/completions"
+        self._session: aiohttp.ClientSession | None = None
         self._closing: asyncio.Task[None] | None = None
 
     def prepare(self, request: GenerationRequest) -> RemoteRequest:
@@ -160,27 +162,24 @@ class RemoteEngine:
         return EngineStats(num_queued=0, num_active=self.num_active, num_slots=self.config.max_concurrent_requests)
 
     def close(self) -> None:
-        client, self._client = self._client, None
-        if client is None:
+        session, self._session = self._session, None
+        if session is None:
             return
         # Without a running loop the process is ending, and its sockets with it.
         with contextlib.suppress(RuntimeError):
-            self._closing = asyncio.get_running_loop().create_task(client.aclose())
+            self._closing = asyncio.get_running_loop().create_task(session.close())
 
-    def client(self) -> httpx.AsyncClient:
-        """One pooled client, made on first use so it belongs to the serving loop."""
-        if self._client is None:
+    def session(self) -> aiohttp.ClientSession:
+        """One pooled session, made on first use so it belongs to the serving loop. aiohttp rather than
+        httpx: at gateway rates the client's own per-request cost is most of the gateway's overhead."""
+        if self._session is None:
             headers = {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
-            self._client = httpx.AsyncClient(
-                base_url=self.config.base_url.rstrip("/"),
+            self._session = aiohttp.ClientSession(
                 headers=headers,
-                timeout=httpx.Timeout(self.config.timeout_seconds, connect=10.0),
-                limits=httpx.Limits(
-                    max_connections=self.config.max_concurrent_requests,
-                    max_keepalive_connections=self.config.max_concurrent_requests,
-                ),
+                timeout=aiohttp.ClientTimeout(total=self.config.timeout_seconds, sock_connect=10.0),
+                connector=aiohttp.TCPConnector(limit=self.config.max_concurrent_requests),
             )
-        return self._client
+        return self._session
 
     def body(self, prepared: RemoteRequest) -> dict[str, Any]:
         """The upstream request, in OpenAI's field names (which la Plateforme also accepts)."""
@@ -221,9 +220,9 @@ class RemoteEngine:
         return body
 
 
-async def _error_text(response: httpx.Response) -> str:
+async def _error_text(response: aiohttp.ClientResponse) -> str:
     """The upstream's error message, short; never the request headers (they hold the key)."""
-    raw = (await response.aread())[:500].decode(errors="replace")
+    raw = (await response.content.read(500)).decode(errors="replace")
     try:
         parsed = json.loads(raw)
     except json.JSONDecodeError:
