@@ -10,9 +10,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, func, insert, select
+from sqlalchemy import ColumnElement, Table, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -41,7 +41,8 @@ def add_usage(session: Session, records: Sequence[dict[str, Any]]) -> None:
     """Insert request rows (dicts of `UsageRecord` columns) and add them into the daily rollups."""
     if not records:
         return
-    session.execute(insert(UsageRecord), list(records))
+    # A Core executemany on the table, not the ORM's bulk path: the driver inserts the batch in one call.
+    session.execute(insert(cast(Table, UsageRecord.__table__)), list(records))
     for row in _rollups(records):
         session.execute(_upsert_rollup(session, row))
 

@@ -34,7 +34,7 @@ class SettledStreamingResponse(StreamingResponse):
 
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse, response_model_exclude_none=False)
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, response: Response, principal: PrincipalDep, runtime: RuntimeDep
+    body: ChatCompletionRequest, request: Request, principal: PrincipalDep, runtime: RuntimeDep
 ) -> Any:
     """Chat with a model; `stream: true` answers with server-sent events."""
     run = await runtime.chat.start(body, principal)
@@ -46,11 +46,12 @@ async def chat_completions(
             headers={**SSE_HEADERS, **run.limit_headers},
             on_close=lambda: runtime.chat.abandon(run),
         )
-    response.headers.update(run.limit_headers)
     completion = asyncio.ensure_future(runtime.chat.complete(run))
     watcher = asyncio.ensure_future(_cancel_on_disconnect(request, completion))
     try:
-        return await completion
+        # Serialised here, once: FastAPI would validate the finished reply against its own schema again.
+        reply = await completion
+        return Response(reply.model_dump_json(), media_type="application/json", headers=run.limit_headers)
     finally:
         watcher.cancel()
         runtime.chat.abandon(run)  # a no-op when `complete` settled it
