@@ -33,6 +33,8 @@ LITELLM_VENV = REPO_ROOT / "benchmarks" / ".venv-litellm"
 MODEL = "bench"
 REPLY_WORDS = ["The", " answer", " is", " forty", "-two", "."]
 MAX_TOKENS = 16
+GALERNE = "galerne (auth+limits+metering)"
+GALERNE_WORKERS = "galerne 2 workers, Redis limits"
 
 # --- the upstream: fixed answers, as fast as asyncio can write them -----------------------------------------
 
@@ -214,8 +216,10 @@ def galerne_cli(home: Path, *arguments: str) -> Any:
     return json.loads(result.stdout)
 
 
-def bench_galerne(upstream_url: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    home = work / "galerne"
+def bench_galerne(
+    upstream_url: str, work: Path, args: argparse.Namespace, *, workers: int = 1, redis_url: str | None = None
+) -> dict[str, Any]:
+    home = work / f"galerne-{workers}"
     home.mkdir()
     config = home / "catalogue.toml"
     config.write_text(
@@ -226,8 +230,11 @@ def bench_galerne(upstream_url: str, work: Path, args: argparse.Namespace) -> di
                 "1000", "--models", MODEL)
     key = galerne_cli(home, "keys", "create", "--project", "bench")["key"]
     port = free_port()
-    command = [sys.executable, "-m", "galerne", "serve", "--config", str(config), "--port", str(port)]
-    with running(command, port, home / "server.log", {"GALERNE_HOME": str(home)}):
+    command = [sys.executable, "-m", "galerne", "serve", "--config", str(config), "--port", str(port),
+               "--workers", str(workers)]
+    env = {"GALERNE_HOME": str(home), **({"GALERNE_REDIS_URL": redis_url} if redis_url else {})}
+    with running(command, port, home / "server.log", env):
+        time.sleep(1 if workers == 1 else 4)  # workers open the port before all of them are ready
         result = measure(f"http://127.0.0.1:{port}/v1/chat/completions", key, args)
     usage = galerne_cli(home, "usage", "--by", "project")
     result["metered_requests"] = usage[0]["num_requests"] if usage else 0
@@ -288,7 +295,9 @@ def main(args: argparse.Namespace) -> None:
         upstream_url = f"http://127.0.0.1:{port}/v1"
         with running([sys.executable, __file__, "--role", "upstream", "--port", str(port)], port, work / "up.log"):
             results["upstream direct"] = measure(f"{upstream_url}/chat/completions", "none", args)
-            results["galerne (auth+limits+metering)"] = bench_galerne(upstream_url, work, args)
+            results[GALERNE] = bench_galerne(upstream_url, work, args)
+            if args.redis_url:
+                results[GALERNE_WORKERS] = bench_galerne(upstream_url, work, args, workers=2, redis_url=args.redis_url)
             if not args.skip_litellm:
                 results["litellm proxy"] = bench_litellm(upstream_url, work, args)
     finally:
@@ -304,15 +313,19 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
         print(f"{name:34} {result['requests_per_second']:9.0f} {result['p50_ms']:8.2f} {result['p99_ms']:8.2f} "
               f"{result['errors']:7d}")
     direct = results["upstream direct"]
-    galerne = results["galerne (auth+limits+metering)"]
-    print(f"\ngalerne metered {galerne['metered_requests']} requests (every request of the run, warm-up included)")
-    print(f"galerne ÷ direct req/s:   {galerne['requests_per_second'] / direct['requests_per_second']:.3f}")
-    print(f"galerne overhead p50:     {galerne['p50_ms'] - direct['p50_ms']:.2f} ms")
-    if "litellm proxy" in results:
-        litellm = results["litellm proxy"]
-        ratio = galerne["requests_per_second"] / max(litellm["requests_per_second"], 1e-9)
-        print(f"galerne ÷ litellm req/s:  {ratio:.1f}  (goal ≥ 10)")
-        print(f"litellm overhead p50:     {litellm['p50_ms'] - direct['p50_ms']:.2f} ms")
+    litellm = results.get("litellm proxy")
+    for name in (GALERNE, GALERNE_WORKERS):
+        if name not in results:
+            continue
+        galerne = results[name]
+        print(f"\n{name}: metered {galerne['metered_requests']} requests (all of the run, warm-up included)")
+        print(f"  ÷ direct req/s:   {galerne['requests_per_second'] / direct['requests_per_second']:.3f}")
+        print(f"  overhead p50:     {galerne['p50_ms'] - direct['p50_ms']:.2f} ms")
+        if litellm is not None:
+            ratio = galerne["requests_per_second"] / max(litellm["requests_per_second"], 1e-9)
+            print(f"  ÷ litellm req/s:  {ratio:.1f}  (goal ≥ 10)")
+    if litellm is not None:
+        print(f"\nlitellm overhead p50: {litellm['p50_ms'] - direct['p50_ms']:.2f} ms")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
@@ -323,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=float, default=2.0, help="Seconds of load before measuring.")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--skip-litellm", action="store_true")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0",
+                        help="Also measure 2 workers sharing limits in this Redis; '' to skip.")
     parser.add_argument("--json", help="Also write the results to this file.")
     parser.add_argument("--role", choices=["bench", "upstream", "load"], default="bench", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)

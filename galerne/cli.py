@@ -8,8 +8,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import uvicorn
@@ -17,6 +18,9 @@ import uvicorn
 from galerne.catalog import Catalog, load_catalog
 from galerne.config import Settings
 from galerne.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from galerne.storage.database import Database
 
 app = typer.Typer(help="Galerne: self-hosted models as a service.", no_args_is_help=True)
 
@@ -51,17 +55,51 @@ def serve(
     no_auth: Annotated[
         bool | None, typer.Option("--no-auth", help="No API keys (local experiments; loopback only).")
     ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Server processes (remote models only; needs GALERNE_REDIS_URL).")
+    ] = None,
 ) -> None:
     """Serve the API (and load every model of the catalogue)."""
-    settings = _settings(host=host, port=port, config=config, no_auth=no_auth)
+    settings = _settings(host=host, port=port, config=config, no_auth=no_auth, workers=workers)
     settings.ensure_home()
     catalog = _checked_catalog(settings)
     _check_auth_setup(settings)
+    _check_workers(settings, catalog)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    typer.echo(f"Galerne serving {', '.join(e.id for e in catalog.models)} on http://{settings.host}:{settings.port}")
+    if settings.workers > 1:
+        _open_database(settings).close()  # migrate once, before the workers race to
+        # Each worker process builds its app from the environment, so the flags given here go there too.
+        os.environ.update(settings.as_environment())
+        uvicorn.run(
+            "galerne.api.app:app_from_environment", factory=True, workers=settings.workers,
+            host=settings.host, port=settings.port, log_level="info",
+        )
+        return
     from galerne.api.app import create_app  # imported late: `galerne models` should not load FastAPI
 
-    typer.echo(f"Galerne serving {', '.join(e.id for e in catalog.models)} on http://{settings.host}:{settings.port}")
     uvicorn.run(create_app(settings, catalog), host=settings.host, port=settings.port, log_level="info")
+
+
+def _check_workers(settings: Settings, catalog: Catalog) -> None:
+    """Several processes must share limits (Redis), and embedded models batch best in one process."""
+    if settings.workers == 1:
+        return
+    embedded = [entry.id for entry in catalog.models if entry.engine == "embedded"]
+    if embedded:
+        typer.echo(
+            f"error: --workers {settings.workers} would load {', '.join(embedded)} once per process and split "
+            "its batches; use one worker for embedded models (several workers suit remote models)",
+            err=True,
+        )
+        raise typer.Exit(code=2)
+    if not settings.redis_url and not settings.no_auth:
+        typer.echo(
+            "error: with several workers the rate limits must live in Redis so that the workers share them; "
+            "set GALERNE_REDIS_URL=redis://host:6379/0",
+            err=True,
+        )
+        raise typer.Exit(code=2)
 
 
 def _check_auth_setup(settings: Settings) -> None:
@@ -83,13 +121,8 @@ def _check_auth_setup(settings: Settings) -> None:
         )
         return
     from galerne.services.accounts import AccountService
-    from galerne.storage.database import Database
 
-    try:
-        database = Database.open(settings.resolved_database_url())
-    except ConfigurationError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(code=2) from exc
+    database = _open_database(settings)
     try:
         has_admin = AccountService(database, load_catalog(settings.config)).has_admin_key()
     finally:
@@ -102,6 +135,17 @@ def _check_auth_setup(settings: Settings) -> None:
             "`galerne keys create --project NAME`. Every /v1 request needs a key.",
             err=True,
         )
+
+
+def _open_database(settings: Settings) -> Database:
+    """Open and migrate the database now, once, so a wrong URL stops start-up with one clear line."""
+    from galerne.storage.database import Database
+
+    try:
+        return Database.open(settings.resolved_database_url())
+    except ConfigurationError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(code=2) from exc
 
 
 def _is_loopback(host: str) -> bool:

@@ -36,8 +36,14 @@ class Settings(BaseSettings):
         default=None, description="redis://host:6379/0 shares rate limits between replicas; in-process when unset."
     )
     no_auth: bool = Field(default=False, description="Serve without API keys; loopback addresses only.")
+    workers: int = Field(default=1, ge=1, description="Server processes; >1 needs Redis and remote models only.")
     usage_flush_seconds: float = Field(default=0.5, gt=0, description="How often usage records are written.")
     key_cache_seconds: float = Field(default=5.0, ge=0, description="How long a key lookup is trusted.")
+
+    def as_environment(self) -> dict[str, str]:
+        """These settings as `GALERNE_*` variables, for worker processes that build their own."""
+        values = self.model_dump(exclude_none=True)
+        return {f"GALERNE_{name.upper()}": str(value) for name, value in values.items()}
 
     def resolved_database_url(self) -> str:
         """The database to use: `database_url`, else a SQLite file in the data directory."""

@@ -68,3 +68,8 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
     for module in (chat, models, health, admin):
         app.include_router(module.router)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process of `galerne serve --workers N`, built from `GALERNE_*` variables."""
+    return create_app(Settings())
