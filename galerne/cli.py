@@ -63,8 +63,8 @@ def serve(
     settings = _settings(host=host, port=port, config=config, no_auth=no_auth, workers=workers)
     settings.ensure_home()
     catalog = _checked_catalog(settings)
-    _check_auth_setup(settings)
     _check_workers(settings, catalog)
+    _check_auth_setup(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     typer.echo(f"Galerne serving {', '.join(e.id for e in catalog.models)} on http://{settings.host}:{settings.port}")
     if settings.workers > 1:

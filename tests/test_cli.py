@@ -108,3 +108,39 @@ def test_models_refuses_a_missing_config_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
     result = _galerne(tmp_path, "models", "--config", str(missing))
     _assert_clean_failure(result, f"catalogue file not found: {missing}")
+
+
+def test_serve_refuses_several_workers_for_an_embedded_model(tmp_path: Path) -> None:
+    result = _galerne(tmp_path / "home", "serve", "--port", "0", "--workers", "2", "--no-auth")
+    _assert_clean_failure(result, "--workers 2", BUNDLED_MODEL_ID)
+
+
+def test_serve_refuses_several_workers_without_redis(tmp_path: Path) -> None:
+    config = tmp_path / "remote.toml"
+    config.write_text('[[models]]\nid = "far"\nengine = "remote"\nbase_url = "http://127.0.0.1:9/v1"\n')
+    result = _galerne(tmp_path / "home", "serve", "--port", "0", "--workers", "2", "--config", str(config))
+    assert result.returncode == 2 and "GALERNE_REDIS_URL" in result.stderr
+
+
+def test_account_commands_fail_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    created = _galerne(home, "projects", "create", "team", "--rpm", "5", "--json")
+    assert created.returncode == 0 and json.loads(created.stdout)["requests_per_minute"] == 5
+    again = _galerne(home, "projects", "create", "team")
+    assert again.returncode == 1 and again.stderr.startswith("error: ") and "already exists" in again.stderr
+    unknown = _galerne(home, "keys", "create", "--project", "nope")
+    assert unknown.returncode == 1 and "no project named 'nope'" in unknown.stderr
+    bad_model = _galerne(home, "projects", "create", "other", "--models", "gpt-17")
+    assert bad_model.returncode == 1 and "gpt-17" in bad_model.stderr and "Traceback" not in bad_model.stderr
+    bad_db = _galerne(home, "projects", "list", GALERNE_DATABASE_URL="postgresql+psycopg://nobody@127.0.0.1:1/x")
+    assert bad_db.returncode == 1 and bad_db.stderr.startswith("error: cannot open the database")
+
+
+def test_key_listing_never_shows_secrets_and_usage_prints_csv(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    _galerne(home, "projects", "create", "team")
+    key = json.loads(_galerne(home, "keys", "create", "--project", "team", "--json").stdout)["key"]
+    listing = _galerne(home, "keys", "list").stdout + _galerne(home, "keys", "list", "--json").stdout
+    assert key.split(".")[1] not in listing and key.split(".")[0].removeprefix("gal-") in listing
+    assert _galerne(home, "usage", "--csv").returncode == 0
+    assert "no usage recorded" in _galerne(home, "usage").stdout

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from tests.conftest import RunningServer, start_server, stop_server
 from tests.upstream import Upstream, running_upstream
@@ -82,3 +83,29 @@ def test_an_upstream_failure_is_reported_without_a_500(gateway: RunningServer, u
         upstream.fail_with = None
     assert reply.status_code == 500 and reply.json()["type"] == "server_error"
     assert "upstream model 'up' answered HTTP 503" in reply.json()["message"]
+
+
+def test_two_workers_serve_a_remote_model_and_share_limits(
+    upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    try:
+        redis.Redis.from_url("redis://127.0.0.1:6379/0").ping()
+    except redis.RedisError:
+        pytest.skip("Redis is not reachable at 127.0.0.1:6379")
+    home = tmp_path_factory.mktemp("workers")
+    config = home / "catalogue.toml"
+    config.write_text(f'[[models]]\nid = "far"\nengine = "remote"\nbase_url = "{upstream.base_url}"\n')
+    env = {"GALERNE_CONFIG": str(config), "GALERNE_REDIS_URL": "redis://127.0.0.1:6379/0"}
+    server = start_server(home, env=env, extra_args=("--workers", "2"))
+    try:
+        server.cli("projects", "create", "limited", "--rpm", "6")
+        key = server.cli("keys", "create", "--project", "limited")["key"]
+        statuses = [
+            server.post("/v1/chat/completions", json={"model": "far", "messages": HELLO},
+                        headers={"Authorization": f"Bearer {key}", "Connection": "close"}).status_code
+            for _ in range(10)
+        ]
+        assert statuses.count(200) == 6 and statuses.count(429) == 4
+        assert "Started parent process" in server.log()
+    finally:
+        stop_server(server)
