@@ -67,7 +67,7 @@ class Admission:
         """Refuse (429) a project over its monthly budget or its rate limits; otherwise hold its share."""
         if principal.project_id is None:
             return Ticket(principal, entry, lease=None)
-        await self._check_budget(principal)
+        await self._check_budget(principal, principal.project_id)
         lease = await self._limiter.acquire(principal.project_id, principal.limits, reserved_tokens)
         return Ticket(principal, entry, lease=lease)
 
@@ -110,11 +110,10 @@ class Admission:
             ticket.is_settled = True
             self._limiter.release(ticket.lease, 0)
 
-    async def _check_budget(self, principal: Principal) -> None:
+    async def _check_budget(self, principal: Principal, project_id: str) -> None:
         if principal.monthly_token_budget is None and principal.monthly_budget_micros is None:
             return
-        assert principal.project_id is not None  # callers admit anonymous principals before this
-        tokens, cost = await self._spent_this_month(principal.project_id)
+        tokens, cost = await self._spent_this_month(project_id)
         if principal.monthly_token_budget is not None and tokens >= principal.monthly_token_budget:
             raise BudgetExceededError(
                 f"project {principal.project_name!r} used its monthly budget of {principal.monthly_token_budget} "

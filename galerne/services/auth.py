@@ -25,6 +25,8 @@ from galerne.storage import tenancy
 from galerne.storage.database import Database
 from galerne.storage.tables import ApiKey
 
+MAX_CACHED_KEYS = 10_000
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:
@@ -84,7 +86,10 @@ class Authenticator:
         cached = self._cache.get(key_id)
         if cached is None or time.monotonic() - cached.fetched_at > self._cache_seconds:
             cached = await asyncio.to_thread(self._load, key_id)
+            self._cache.pop(key_id, None)
             self._cache[key_id] = cached
+            if len(self._cache) > MAX_CACHED_KEYS:  # random ids must not grow memory without end
+                del self._cache[next(iter(self._cache))]
         if not secret_matches(secret, cached.secret_hash):
             raise AuthenticationError("invalid API key")
         if cached.principal is None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 from galerne.catalog import Capability, ModelEntry
 from galerne.engines.base import EngineCapabilities, Generation
-from galerne.errors import GalerneError, UnsupportedFeatureError
+from galerne.errors import GalerneError, RateLimitExceededError, UnsupportedFeatureError
 from galerne.inference.constraints import JsonOutput, OutputConstraint, ToolCallOutput, ToolChoice
 from galerne.inference.types import ChatMessage, FinishReason, GenerationEvent, GenerationRequest, Role
 from galerne.inference.validate import DEFAULT_TEMPERATURE, to_generation_request
@@ -118,7 +118,11 @@ class ChatService:
         prepared = [engine.prepare(_for_choice(generation_request, index)) for index in range(request.n)]
         # The prompt is shared by the n choices in usage, as la Plateforme counts it.
         reserved = prepared[0].prompt_tokens + sum(choice.max_new_tokens for choice in prepared)
-        ticket = await self._admission.admit(principal, entry, reserved)
+        try:
+            ticket = await self._admission.admit(principal, entry, reserved)
+        except RateLimitExceededError as exc:
+            self._metrics.refused.labels(entry.id, exc.code or "").inc()
+            raise
         generations: list[Generation] = []
         try:
             for choice in prepared:

@@ -19,6 +19,12 @@ class Metrics:
         self.requests = Counter(
             "galerne_requests", "Chat requests by final status.", ["model", "status"], registry=self.registry
         )
+        self.refused = Counter(
+            "galerne_refused_requests",
+            "Requests refused by a project's limits or budget, by error code.",
+            ["model", "code"],
+            registry=self.registry,
+        )
         self.prompt_tokens = Counter(
             "galerne_prompt_tokens", "Prompt tokens processed.", ["model"], registry=self.registry
         )

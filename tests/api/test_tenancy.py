@@ -178,6 +178,8 @@ async def test_fifty_concurrent_requests_against_twenty_per_minute_admit_exactly
     assert refused.headers["x-ratelimit-remaining-req-minute"] == "0"
     admitted = next(r for r in responses if r.status_code == 200)
     assert admitted.headers["x-ratelimit-limit-req-minute"] == "20"
+    metrics = tenancy_server.get("/metrics").text
+    assert 'galerne_refused_requests_total{code="rate_limit_exceeded",model="smol"}' in metrics
 
 
 async def test_concurrent_requests_cannot_overshoot_a_token_limit(tenancy_server: RunningServer) -> None:
