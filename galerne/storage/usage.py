@@ -43,8 +43,7 @@ def add_usage(session: Session, records: Sequence[dict[str, Any]]) -> None:
         return
     # A Core executemany on the table, not the ORM's bulk path: the driver inserts the batch in one call.
     session.execute(insert(cast(Table, UsageRecord.__table__)), list(records))
-    for row in _rollups(records):
-        session.execute(_upsert_rollup(session, row))
+    session.execute(_upsert_rollup(session), _rollups(records))
 
 
 def monthly_totals(session: Session, project_id: str, first_day: date) -> tuple[int, int]:
@@ -137,13 +136,14 @@ def _rollups(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(groups.values())
 
 
-def _upsert_rollup(session: Session, row: dict[str, Any]) -> Any:
-    """INSERT … ON CONFLICT DO UPDATE adding the batch's sums; both SQLite and PostgreSQL have it."""
+def _upsert_rollup(session: Session) -> Any:
+    """INSERT … ON CONFLICT DO UPDATE adding a batch's sums, run once per rollup row of the batch
+    (an executemany); both SQLite and PostgreSQL have it."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        statement: Any = postgresql.insert(UsageDaily).values(**row)
+        statement: Any = postgresql.insert(UsageDaily)
     elif dialect == "sqlite":
-        statement = sqlite.insert(UsageDaily).values(**row)
+        statement = sqlite.insert(UsageDaily)
     else:
         raise NotImplementedError(f"usage rollups need SQLite or PostgreSQL, not {dialect}")
     table = UsageDaily.__table__
