@@ -1,7 +1,7 @@
 """A small OpenAI-shaped upstream on loopback, for testing the remote engine over real HTTP.
 
-It answers `POST /v1/chat/completions` by streaming the words of `reply` (or of the last user message
-when `echo` is set), with usage in the last chunk, and records the requests and headers it received.
+It answers `POST /v1/chat/completions` with the words of `reply`, streamed with usage in the last chunk
+when asked to stream, whole otherwise, and records the requests and headers it received.
 `fail_with` makes it answer that HTTP status instead; `words_per_second` slows it to test cancellation.
 """
 
@@ -43,6 +43,11 @@ class Upstream:
         if self.fail_with is not None:
             return JSONResponse({"error": {"message": "upstream is unhappy"}}, status_code=self.fail_with)
         words = self.reply.split(" ")[: body.get("max_tokens") or None]
+        if not body.get("stream"):
+            usage = {"prompt_tokens": 11, "completion_tokens": len(words), "total_tokens": 11 + len(words)}
+            message = {"role": "assistant", "content": " ".join(words)}
+            choice = {"index": 0, "message": message, "finish_reason": self.finish_reason}
+            return JSONResponse({"object": "chat.completion", "model": "up", "choices": [choice], "usage": usage})
         return StreamingResponse(self._chunks(words, body), media_type="text/event-stream")
 
     async def _chunks(self, words: list[str], body: dict[str, Any]) -> AsyncIterator[bytes]:

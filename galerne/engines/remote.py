@@ -63,6 +63,7 @@ class RemoteGeneration:
 
     def __init__(self, engine: RemoteEngine, prepared: RemoteRequest) -> None:
         self.prompt_tokens = prepared.prompt_tokens
+        self.completion_tokens = 0
         self._engine = engine
         self._prepared = prepared
         self._is_cancelled = False
@@ -75,50 +76,67 @@ class RemoteGeneration:
         self._is_cancelled = True
 
     async def events(self) -> AsyncIterator[GenerationEvent]:
-        completion_tokens = 0
         self._engine.num_active += 1
+        body = self._engine.body(self._prepared)
         try:
-            async with self._engine.session().post(
-                self._engine.completions_url, json=self._engine.body(self._prepared)
-            ) as response:
+            async with self._engine.session().post(self._engine.completions_url, json=body) as response:
                 if response.status != 200:
-                    yield self._failure(f"answered HTTP {response.status}: {await _error_text(response)}", 0)
+                    yield self._failure(f"answered HTTP {response.status}: {await _error_text(response)}")
                     return
-                finish: FinishReason | None = None
-                async for raw in response.content:  # one SSE line at a time
-                    if self._is_cancelled:
-                        return
-                    line = raw.decode().strip()
-                    if not line.startswith("data:"):
-                        continue
-                    data = line.removeprefix("data:").strip()
-                    if data == "[DONE]":
-                        continue  # read to the end, so the connection goes back to the pool
-                    chunk = json.loads(data)
-                    usage = chunk.get("usage")
-                    if usage:
-                        self.prompt_tokens = int(usage.get("prompt_tokens", self.prompt_tokens))
-                        completion_tokens = int(usage.get("completion_tokens", completion_tokens))
-                    for choice in chunk.get("choices") or ():
-                        text = (choice.get("delta") or {}).get("content") or ""
-                        if text:
-                            completion_tokens += 0 if usage else 1
-                            yield GenerationEvent(text, self.prompt_tokens, completion_tokens)
-                        if choice.get("finish_reason"):
-                            finish = _FINISH_REASONS.get(choice["finish_reason"], FinishReason.STOP)
-                if finish is None:
-                    yield self._failure("ended its stream without a finish_reason", completion_tokens)
-                    return
-                yield GenerationEvent("", self.prompt_tokens, completion_tokens, finish)
+                events = self._streamed_events(response) if body["stream"] else self._whole_reply(response)
+                async for event in events:
+                    yield event
         except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
-            yield self._failure(f"failed: {type(exc).__name__}", completion_tokens)
+            yield self._failure(f"failed: {type(exc).__name__}")
         finally:
             self._engine.num_active -= 1
 
-    def _failure(self, what: str, completion_tokens: int) -> GenerationEvent:
+    async def _streamed_events(self, response: aiohttp.ClientResponse) -> AsyncIterator[GenerationEvent]:
+        finish: FinishReason | None = None
+        async for raw in response.content:  # one SSE line at a time
+            if self._is_cancelled:
+                return
+            line = raw.decode().strip()
+            if not line.startswith("data:"):
+                continue
+            data = line.removeprefix("data:").strip()
+            if data == "[DONE]":
+                continue  # read to the end, so the connection goes back to the pool
+            chunk = json.loads(data)
+            usage = chunk.get("usage")
+            if usage:
+                self._take_usage(usage)
+            for choice in chunk.get("choices") or ():
+                text = (choice.get("delta") or {}).get("content") or ""
+                if text:
+                    self.completion_tokens += 0 if usage else 1
+                    yield GenerationEvent(text, self.prompt_tokens, self.completion_tokens)
+                if choice.get("finish_reason"):
+                    finish = _FINISH_REASONS.get(choice["finish_reason"], FinishReason.STOP)
+        if finish is None:
+            yield self._failure("ended its stream without a finish_reason")
+            return
+        yield GenerationEvent("", self.prompt_tokens, self.completion_tokens, finish)
+
+    async def _whole_reply(self, response: aiohttp.ClientResponse) -> AsyncIterator[GenerationEvent]:
+        """A client that does not stream gets the upstream's reply in one piece: one request, one parse."""
+        reply = json.loads(await response.read())
+        self._take_usage(reply.get("usage") or {})
+        choice = reply["choices"][0]
+        text = (choice.get("message") or {}).get("content") or ""
+        finish = _FINISH_REASONS.get(choice.get("finish_reason") or "stop", FinishReason.STOP)
+        if text:
+            yield GenerationEvent(text, self.prompt_tokens, self.completion_tokens)
+        yield GenerationEvent("", self.prompt_tokens, self.completion_tokens, finish)
+
+    def _take_usage(self, usage: dict[str, Any]) -> None:
+        self.prompt_tokens = int(usage.get("prompt_tokens", self.prompt_tokens))
+        self.completion_tokens = int(usage.get("completion_tokens", self.completion_tokens))
+
+    def _failure(self, what: str) -> GenerationEvent:
         message = f"upstream model {self._engine.config.upstream_model!r} {what}"
         logger.warning("%s", message)
-        return GenerationEvent("", self.prompt_tokens, completion_tokens, FinishReason.ERROR, message)
+        return GenerationEvent("", self.prompt_tokens, self.completion_tokens, FinishReason.ERROR, message)
 
 
 class RemoteEngine:
@@ -203,12 +221,13 @@ class RemoteEngine:
         body: dict[str, Any] = {
             "model": self.config.upstream_model,
             "messages": messages,
-            "stream": True,
-            "stream_options": {"include_usage": True},
+            "stream": request.is_streamed,
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
             "max_tokens": prepared.max_new_tokens,
         }
+        if request.is_streamed:
+            body["stream_options"] = {"include_usage": True}
         if sampling.stop:
             body["stop"] = list(sampling.stop)
         if sampling.seed is not None:

@@ -74,13 +74,15 @@ class GenerationRequest:
 
     `assistant_prefix` is the text of a last assistant message sent with `prefix: true`; the reply
     continues it (la Plateforme's semantics) and does not repeat it. `constraint`, when set, is a
-    guarantee about the reply's shape that the engine must enforce while decoding.
+    guarantee about the reply's shape that the engine must enforce while decoding. `is_streamed` says
+    whether the client reads the reply as it comes; an engine may produce it whole when it does not.
     """
 
     messages: tuple[ChatMessage, ...]
     sampling: SamplingParams = field(default_factory=SamplingParams)
     assistant_prefix: str | None = None
     constraint: OutputConstraint | None = None
+    is_streamed: bool = True
 
 
 @dataclass(slots=True)

@@ -55,6 +55,7 @@ def to_generation_request(
         sampling=_sampling(request, default_temperature),
         assistant_prefix=prefix,
         constraint=_constraint(request),
+        is_streamed=request.stream,
     )
 
 

@@ -45,6 +45,17 @@ async def test_streams_text_and_takes_the_upstreams_usage(upstream: Upstream) ->
     engine.close()
 
 
+async def test_a_client_that_does_not_stream_gets_the_reply_whole(upstream: Upstream) -> None:
+    engine = RemoteEngine(RemoteModelConfig(base_url=upstream.base_url, upstream_model="up"))
+    whole = GenerationRequest(messages=request().messages, is_streamed=False)
+    events = await collect(engine, whole)
+    assert [e.text for e in events] == ["Hello from upstream .", ""]
+    assert (events[-1].finish_reason, events[-1].prompt_tokens, events[-1].completion_tokens) == (
+        FinishReason.STOP, 11, 4
+    )
+    assert upstream.received[0]["stream"] is False and "stream_options" not in upstream.received[0]
+
+
 async def test_length_is_passed_on(upstream: Upstream) -> None:
     upstream.finish_reason = "length"
     engine = RemoteEngine(RemoteModelConfig(base_url=upstream.base_url, upstream_model="up"))
