@@ -232,7 +232,9 @@ def bench_galerne(
     port = free_port()
     command = [sys.executable, "-m", "galerne", "serve", "--config", str(config), "--port", str(port),
                "--workers", str(workers)]
-    env = {"GALERNE_HOME": str(home), **({"GALERNE_REDIS_URL": redis_url} if redis_url else {})}
+    # No per-request log line, as LiteLLM with LITELLM_LOG=ERROR; metering still writes every request.
+    env = {"GALERNE_HOME": str(home), "GALERNE_ACCESS_LOG": "false",
+           **({"GALERNE_REDIS_URL": redis_url} if redis_url else {})}
     with running(command, port, home / "server.log", env):
         time.sleep(1 if workers == 1 else 4)  # workers open the port before all of them are ready
         result = measure(f"http://127.0.0.1:{port}/v1/chat/completions", key, args)

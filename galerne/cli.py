@@ -73,12 +73,15 @@ def serve(
         os.environ.update(settings.as_environment())
         uvicorn.run(
             "galerne.api.app:app_from_environment", factory=True, workers=settings.workers,
-            host=settings.host, port=settings.port, log_level="info",
+            host=settings.host, port=settings.port, log_level="info", access_log=settings.access_log,
         )
         return
     from galerne.api.app import create_app  # imported late: `galerne models` should not load FastAPI
 
-    uvicorn.run(create_app(settings, catalog), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(
+        create_app(settings, catalog), host=settings.host, port=settings.port, log_level="info",
+        access_log=settings.access_log,
+    )
 
 
 def _check_workers(settings: Settings, catalog: Catalog) -> None:

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     )
     no_auth: bool = Field(default=False, description="Serve without API keys; loopback addresses only.")
     workers: int = Field(default=1, ge=1, description="Server processes; >1 needs Redis and remote models only.")
+    access_log: bool = Field(default=True, description="Log one line per HTTP request (never keys or bodies).")
     usage_flush_seconds: float = Field(default=0.5, gt=0, description="How often usage records are written.")
     key_cache_seconds: float = Field(default=5.0, ge=0, description="How long a key lookup is trusted.")
 
