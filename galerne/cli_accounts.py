@@ -223,17 +223,13 @@ def usage(
     as_csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
 ) -> None:
     """Requests, tokens and cost, aggregated."""
-    settings = Settings()
-    database = _run(lambda: Database.open(settings.resolved_database_url()))
-    try:
-        groups = [name.strip() for name in by.split(",") if name.strip()]
+    groups = [name.strip() for name in by.split(",") if name.strip()]
+    with _accounts() as (_, database):
         rows = _run(
             lambda: UsageReports(database).aggregate(
                 groups, project=project, key_id=key, model=model, since=_day(since), until=_day(until)
             )
         )
-    finally:
-        database.close()
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     elif as_csv_output:
