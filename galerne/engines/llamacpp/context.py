@@ -95,6 +95,14 @@ class LlamaContext:
         pointer = ll.llama_get_logits_ith(self.handle, row)
         return np.ctypeslib.as_array(pointer, shape=(self._num_vocab,))
 
+    def copy(self, source_seq_id: int, target_seq_id: int) -> None:
+        """Make `target`'s KV a copy of `source`'s whole stream (its old content is dropped).
+
+        Between per-slot streams llama.cpp copies only whole streams, and does it at the next decode,
+        before that batch is computed; trim the copy with `forget` afterwards.
+        """
+        ll.llama_memory_seq_cp(self._memory, source_seq_id, target_seq_id, -1, -1)
+
     def forget(self, seq_id: int, from_position: int = 0) -> bool:
         """Drop a slot's KV from `from_position` on; False when llama.cpp cannot trim partially."""
         return bool(ll.llama_memory_seq_rm(self._memory, seq_id, from_position, -1))
