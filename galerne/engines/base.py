@@ -1,8 +1,10 @@
 """What every engine offers the services: prepare a validated request, submit it, stream its events.
 
 Engines are small plugins; the services never ask which one they hold. `prepare` does the engine's
-checks and says how many tokens the request may use (prompt + the most it may generate), so the
-services can reserve that against a project's limits before any work starts; `submit` then queues it.
+checks and says how many tokens the request may use (prompt + the most each choice may generate), so
+the services can reserve that against a project's limits before any work starts; `submit` then queues
+it and returns one `Generation` per choice. `prepare` is a coroutine because its work (tokenizing a long
+prompt, compiling a grammar) must not run on the event loop: each engine decides where it runs.
 An engine raises from `prepare` or `submit` (before anything is streamed) when a request cannot run:
 too long for the context (400), queue full (429); after that, problems arrive as a final event with
 `finish_reason == ERROR`.
@@ -10,7 +12,7 @@ too long for the context (400), queue full (429); after that, problems arrive as
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,7 +58,12 @@ class PreparedRequest(Protocol):
 
     @property
     def max_new_tokens(self) -> int:
-        """The most tokens the reply may take: `max_tokens`, or what is left of the context."""
+        """The most tokens each choice's reply may take: `max_tokens`, or what is left of the context."""
+        ...
+
+    @property
+    def num_choices(self) -> int:
+        """How many replies `submit` will start (the request's `n`)."""
         ...
 
 
@@ -64,9 +71,9 @@ class Engine(Protocol):
     capabilities: EngineCapabilities
     context_length: int
 
-    def prepare(self, request: GenerationRequest) -> PreparedRequest: ...
+    async def prepare(self, request: GenerationRequest) -> PreparedRequest: ...
 
-    def submit(self, prepared: PreparedRequest) -> Generation: ...
+    def submit(self, prepared: PreparedRequest) -> Sequence[Generation]: ...
 
     def stats(self) -> EngineStats: ...
 

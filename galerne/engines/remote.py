@@ -9,7 +9,7 @@ left to the routing work).
 Example::
 
     engine = RemoteEngine(RemoteModelConfig(base_url="http://10.0.0.5:8000/v1", upstream_model="mistral-small"))
-    generation = engine.submit(engine.prepare(request))
+    [generation] = engine.submit(await engine.prepare(request))
     async for event in generation.events(): ...
 """
 
@@ -21,7 +21,7 @@ import json
 import logging
 import math
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -56,6 +56,10 @@ class RemoteRequest:
     request: GenerationRequest
     prompt_tokens: int
     max_new_tokens: int
+
+    @property
+    def num_choices(self) -> int:
+        return self.request.num_choices
 
 
 class RemoteGeneration:
@@ -150,7 +154,7 @@ class RemoteEngine:
         self._session: aiohttp.ClientSession | None = None
         self._closing: asyncio.Task[None] | None = None
 
-    def prepare(self, request: GenerationRequest) -> RemoteRequest:
+    async def prepare(self, request: GenerationRequest) -> RemoteRequest:
         prompt = sum(
             math.ceil(len(message.content) / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE for message in request.messages
         )
@@ -166,15 +170,20 @@ class RemoteEngine:
         max_new = requested if requested is not None else self.context_length - prompt
         return RemoteRequest(request=request, prompt_tokens=prompt, max_new_tokens=max_new)
 
-    def submit(self, prepared: PreparedRequest) -> RemoteGeneration:
+    def submit(self, prepared: PreparedRequest) -> list[RemoteGeneration]:
+        """One upstream request per choice, each with its own seed (seed + index), like the embedded engine."""
         if not isinstance(prepared, RemoteRequest):
             raise TypeError("submit() takes what this engine's prepare() returned")
-        if self.num_active >= self.config.max_concurrent_requests:
+        if self.num_active + prepared.num_choices > self.config.max_concurrent_requests:
             raise EngineOverloadedError(
                 f"the upstream of this model already has {self.config.max_concurrent_requests} requests in flight; "
                 "retry shortly"
             )
-        return RemoteGeneration(self, prepared)
+        request = prepared.request
+        return [
+            RemoteGeneration(self, replace(prepared, request=replace(request, sampling=request.sampling.for_choice(i))))
+            for i in range(prepared.num_choices)
+        ]
 
     def stats(self) -> EngineStats:
         return EngineStats(num_queued=0, num_active=self.num_active, num_slots=self.config.max_concurrent_requests)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from galerne.inference.constraints import OutputConstraint
@@ -67,6 +67,12 @@ class SamplingParams:
     def has_penalties(self) -> bool:
         return self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
 
+    def for_choice(self, index: int) -> SamplingParams:
+        """Choice `index` of `n`: a seeded request gets seed+index, so choices differ yet stay reproducible."""
+        if index == 0 or self.seed is None:
+            return self
+        return replace(self, seed=self.seed + index)
+
 
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
@@ -76,6 +82,8 @@ class GenerationRequest:
     continues it (la Plateforme's semantics) and does not repeat it. `constraint`, when set, is a
     guarantee about the reply's shape that the engine must enforce while decoding. `is_streamed` says
     whether the client reads the reply as it comes; an engine may produce it whole when it does not.
+    `num_choices` replies are generated from the one prompt (OpenAI's `n`): an engine prepares the prompt
+    once and may share its KV between them.
     """
 
     messages: tuple[ChatMessage, ...]
@@ -83,6 +91,7 @@ class GenerationRequest:
     assistant_prefix: str | None = None
     constraint: OutputConstraint | None = None
     is_streamed: bool = True
+    num_choices: int = 1
 
 
 @dataclass(slots=True)

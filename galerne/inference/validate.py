@@ -56,6 +56,7 @@ def to_generation_request(
         assistant_prefix=prefix,
         constraint=_constraint(request),
         is_streamed=request.stream,
+        num_choices=request.n,
     )
 
 

@@ -115,21 +115,17 @@ class ChatService:
         engine = self._registry.engine_for(entry)
         _check_capabilities(entry, engine.capabilities, generation_request.constraint)
         generation_request = _with_system_prompt(generation_request, entry.system_prompt)
-        prepared = [engine.prepare(_for_choice(generation_request, index)) for index in range(request.n)]
+        prepared = await engine.prepare(generation_request)
         # The prompt is shared by the n choices in usage, as la Plateforme counts it.
-        reserved = prepared[0].prompt_tokens + sum(choice.max_new_tokens for choice in prepared)
+        reserved = prepared.prompt_tokens + prepared.num_choices * prepared.max_new_tokens
         try:
             ticket = await self._admission.admit(principal, entry, reserved)
         except RateLimitExceededError as exc:
             self._metrics.refused.labels(entry.id, exc.code or "").inc()
             raise
-        generations: list[Generation] = []
         try:
-            for choice in prepared:
-                generations.append(engine.submit(choice))
+            generations = list(engine.submit(prepared))
         except BaseException:
-            for generation in generations:
-                generation.cancel()
             self._admission.release_unused(ticket)
             raise
         now = time.monotonic()
@@ -281,14 +277,6 @@ async def _merge(generations: list[Generation]) -> AsyncIterator[tuple[int, Gene
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _for_choice(request: GenerationRequest, index: int) -> GenerationRequest:
-    """Choice `index` of `n`: a seeded request gets seed+index so choices differ yet stay reproducible."""
-    seed = request.sampling.seed
-    if index == 0 or seed is None:
-        return request
-    return replace(request, sampling=replace(request.sampling, seed=seed + index))
 
 
 def _check_capabilities(

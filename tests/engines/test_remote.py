@@ -27,7 +27,7 @@ def request(text: str = "Hi", **sampling: object) -> GenerationRequest:
 
 
 async def collect(engine: RemoteEngine, generation_request: GenerationRequest) -> list[GenerationEvent]:
-    generation = engine.submit(engine.prepare(generation_request))
+    [generation] = engine.submit(await engine.prepare(generation_request))
     return [event async for event in generation.events()]
 
 
@@ -83,7 +83,8 @@ async def test_leaving_early_closes_the_upstream_stream(upstream: Upstream) -> N
     upstream.reply = " ".join(["word"] * 200)
     upstream.words_per_second = 50
     engine = RemoteEngine(RemoteModelConfig(base_url=upstream.base_url, upstream_model="up"))
-    events = engine.submit(engine.prepare(request())).events()
+    [generation] = engine.submit(await engine.prepare(request()))
+    events = generation.events()
     await anext(events)
     assert upstream.num_open_streams == 1
     await events.aclose()
@@ -94,12 +95,12 @@ async def test_leaving_early_closes_the_upstream_stream(upstream: Upstream) -> N
     assert upstream.num_open_streams == 0 and engine.num_active == 0
 
 
-def test_prepare_estimates_the_prompt_and_checks_the_context() -> None:
+async def test_prepare_estimates_the_prompt_and_checks_the_context() -> None:
     engine = RemoteEngine(RemoteModelConfig(base_url="http://127.0.0.1:9/v1", upstream_model="up", context_length=100))
-    prepared = engine.prepare(request("x" * 40))
+    prepared = await engine.prepare(request("x" * 40))
     assert prepared.prompt_tokens == 3 + 4 + 10 + 4  # "Be brief." and the 40 characters, plus markup
     assert prepared.max_new_tokens == 100 - prepared.prompt_tokens
     with pytest.raises(ContextLengthExceededError):
-        engine.prepare(request("x" * 40, max_tokens=90))
+        await engine.prepare(request("x" * 40, max_tokens=90))
     with pytest.raises(ContextLengthExceededError):
-        engine.prepare(request("x" * 400))
+        await engine.prepare(request("x" * 400))

@@ -1,14 +1,17 @@
 """The embedded engine: one GGUF model, one llama.cpp context, one engine thread.
 
-`submit` runs on the caller's asyncio loop: it renders and tokenizes the prompt, checks it fits,
-and hands a `Sequence` to the engine thread. The engine thread loops admit → schedule → decode →
-postprocess and pushes events back with `loop.call_soon_threadsafe`; `llama_decode` releases the
-GIL, so the HTTP side keeps serving while the model computes.
+`prepare` renders and tokenizes the prompt once, checks it fits and compiles the grammar of a
+constrained request, all on a small pool of preparer threads: a 7 MB prompt or a large schema must
+never stall the event loop that serves every other stream. `submit` (on the caller's loop) hands one
+`Sequence` per choice to the engine thread, which loops admit → schedule → decode → postprocess and
+pushes events back with `loop.call_soon_threadsafe`; `llama_decode` releases the GIL, so the HTTP side
+keeps serving while the model computes.
 
 Example::
 
     engine = LlamaCppEngine(EmbeddedModelConfig(path=gguf, context_length=4096, num_slots=8))
-    generation = engine.submit(GenerationRequest(messages=(ChatMessage(Role.USER, "Hi"),)))
+    prepared = await engine.prepare(GenerationRequest(messages=(ChatMessage(Role.USER, "Hi"),)))
+    [generation] = engine.submit(prepared)
     async for event in generation.events(): print(event.text, end="")
 """
 
@@ -21,6 +24,7 @@ import threading
 import warnings
 from collections import deque
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +51,9 @@ from galerne.structured.prompts import with_output_instructions
 
 logger = logging.getLogger(__name__)
 
+# How long `close` waits for the engine thread to leave its current decode before giving up on it.
+STOP_TIMEOUT_SECONDS = 30.0
+
 
 @dataclass(frozen=True, slots=True)
 class EmbeddedModelConfig:
@@ -57,19 +64,25 @@ class EmbeddedModelConfig:
     max_queued: int = 64
     num_threads: int | None = None
     model_id: str = "model"
+    num_preparers: int = 2  # threads that render, tokenize and compile grammars off the event loop
 
 
 @dataclass(frozen=True, slots=True)
 class PreparedSequence:
-    """A tokenized request that fits the context, waiting to be submitted."""
+    """A tokenized request that fits the context, with one grammar guide per choice when constrained."""
 
     request: GenerationRequest
     prompt: list[int]
     max_new_tokens: int
+    guides: tuple[GrammarGuide | None, ...]
 
     @property
     def prompt_tokens(self) -> int:
         return len(self.prompt)
+
+    @property
+    def num_choices(self) -> int:
+        return len(self.guides)
 
 
 class EmbeddedGeneration:
@@ -143,6 +156,7 @@ class LlamaCppEngine:
             warnings.simplefilter("ignore", DeprecationWarning)
             tokenizer = llguidance.llamacpp.lltokenizer_from_vocab(self.model.vocab)
         self._grammars = GrammarCache(tokenizer)
+        self._preparers = ThreadPoolExecutor(config.num_preparers, thread_name_prefix=f"prepare-{config.model_id}")
         self._scheduler = Scheduler(self.model, config.num_slots)
         self._inbox: deque[Sequence] = deque()
         self._wakeup = threading.Condition()
@@ -170,45 +184,66 @@ class LlamaCppEngine:
             tokens.extend(self.model.tokenize(segment.text, parse_special=not segment.is_user_text))
         return tokens
 
-    def prepare(self, request: GenerationRequest) -> PreparedSequence:
-        """Tokenize and check a request: raises 400 if it cannot fit the context."""
+    async def prepare(self, request: GenerationRequest) -> PreparedSequence:
+        """Tokenize once, check the context and compile the grammar, on a preparer thread.
+
+        Raises 400 when the prompt cannot fit or the schema cannot be enforced.
+        """
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._preparers, self._prepare, request)
+
+    def _prepare(self, request: GenerationRequest) -> PreparedSequence:
         prompt = self.tokenize_prompt(request)
         if not prompt:
             raise InvalidRequestError("the conversation renders to an empty prompt; send some text")
         max_new = self._max_new_tokens(len(prompt), request.sampling.max_tokens)
-        return PreparedSequence(request=request, prompt=prompt, max_new_tokens=max_new)
+        guides: tuple[GrammarGuide | None, ...] = (None,) * request.num_choices
+        if request.constraint is not None:
+            matcher = self._grammars.matcher(request.constraint)
+            matchers = [matcher] + [matcher.deep_copy() for _ in range(request.num_choices - 1)]
+            guides = tuple(GrammarGuide(each, self.model.num_vocab) for each in matchers)
+        return PreparedSequence(request=request, prompt=prompt, max_new_tokens=max_new, guides=guides)
 
-    def submit(self, prepared: PreparedRequest) -> EmbeddedGeneration:
-        """Queue a prepared request; raises 429 if the queue is full, 503 if the engine stopped."""
+    def submit(self, prepared: PreparedRequest) -> list[EmbeddedGeneration]:
+        """Queue one sequence per choice; raises 429 if the queue is full, 503 if the engine stopped.
+
+        Choices after the first copy the first one's prompt KV rather than prefilling it again.
+        """
         if not isinstance(prepared, PreparedSequence):
             raise TypeError("submit() takes what this engine's prepare() returned")
-        if self._is_broken or self._is_stopping:
-            raise EngineUnavailableError("the model engine is not running; retry shortly")
         request = prepared.request
-        guide = None
-        if request.constraint is not None:
-            guide = GrammarGuide(self._grammars.matcher(request.constraint), self.model.num_vocab)
-        if len(self._inbox) + len(self._scheduler.waiting) >= self.config.max_queued:
-            raise EngineOverloadedError(
-                f"the model is busy: {self.config.max_queued} requests are already queued; retry shortly"
+        generations: list[EmbeddedGeneration] = []
+        sequences: list[Sequence] = []
+        for index, guide in enumerate(prepared.guides):
+            generation = EmbeddedGeneration(self, prepared.prompt_tokens)
+            sequence = Sequence(
+                prompt=prepared.prompt,
+                max_new_tokens=prepared.max_new_tokens,
+                sampler=TokenSampler(request.sampling.for_choice(index)),
+                text=TextAssembler(request.sampling.stop),
+                emit=generation.push,
+                guide=guide,
+                shares_prompt_with=sequences[0] if sequences else None,
             )
-        generation = EmbeddedGeneration(self, prepared.prompt_tokens)
-        sequence = Sequence(
-            prompt=prepared.prompt,
-            max_new_tokens=prepared.max_new_tokens,
-            sampler=TokenSampler(request.sampling),
-            text=TextAssembler(request.sampling.stop),
-            emit=generation.push,
-            guide=guide,
-        )
-        generation.sequence = sequence
+            generation.sequence = sequence
+            generations.append(generation)
+            sequences.append(sequence)
         if prepared.max_new_tokens == 0:
-            generation.push(sequence.finish_event("", FinishReason.LENGTH))
-            return generation
+            for sequence in sequences:
+                sequence.emit(sequence.finish_event("", FinishReason.LENGTH))
+            return generations
         with self._wakeup:
-            self._inbox.append(sequence)
+            # Checked under the lock the engine thread takes when it stops or breaks, so a sequence is
+            # never queued behind a loop that will not read it.
+            if self._is_broken or self._is_stopping:
+                raise EngineUnavailableError("the model engine is not running; retry shortly")
+            if len(self._inbox) + len(self._scheduler.waiting) + len(sequences) > self.config.max_queued:
+                raise EngineOverloadedError(
+                    f"the model is busy: {self.config.max_queued} requests are already queued; retry shortly"
+                )
+            self._inbox.extend(sequences)
             self._wakeup.notify()
-        return generation
+        return generations
 
     def stats(self) -> EngineStats:
         return EngineStats(
@@ -222,17 +257,30 @@ class LlamaCppEngine:
             self._wakeup.notify()
 
     def close(self) -> None:
-        """Stop the engine thread, fail what is left, and free llama.cpp memory."""
+        """Stop the engine thread, fail what is left, and free llama.cpp memory once nothing can use it."""
         with self._wakeup:
             self._is_stopping = True
             self._wakeup.notify()
-        self._thread.join(timeout=30)
+        self._preparers.shutdown(wait=True, cancel_futures=True)
+        self._thread.join(timeout=STOP_TIMEOUT_SECONDS)
+        if self._thread.is_alive():
+            # Stuck inside llama_decode: freeing the context under it would crash the process. The
+            # thread is a daemon; its memory goes with the process.
+            logger.error(
+                "engine thread of %r did not stop in %.0f s; its memory stays allocated",
+                self.config.model_id,
+                STOP_TIMEOUT_SECONDS,
+            )
+            return
         self._scheduler.fail_all(self._context, "the server is shutting down")
-        while self._inbox:
-            sequence = self._inbox.popleft()
-            sequence.emit(sequence.finish_event("", FinishReason.ERROR, "the server is shutting down"))
+        self._fail_inbox("the server is shutting down")
         self._context.close()
         self.model.close()
+
+    def _fail_inbox(self, message: str) -> None:
+        while self._inbox:
+            sequence = self._inbox.popleft()
+            sequence.emit(sequence.finish_event("", FinishReason.ERROR, message))
 
     def _max_new_tokens(self, num_prompt: int, requested: int | None) -> int:
         limit = self.context_length
@@ -266,7 +314,9 @@ class LlamaCppEngine:
                 self._step(scheduler, context)
         except Exception:  # a bug in the loop must not leave clients waiting forever
             logger.exception("engine loop crashed")
-            self._is_broken = True
+            with self._wakeup:
+                self._is_broken = True
+                self._fail_inbox("internal engine error")
             scheduler.fail_all(context, "internal engine error")
 
     def _step(self, scheduler: Scheduler, context: LlamaContext) -> None:

@@ -61,7 +61,7 @@ def test_control_tokens_typed_by_users_are_plain_text(engine: LlamaCppEngine) ->
 
 def test_prompt_longer_than_the_context_is_refused(engine: LlamaCppEngine) -> None:
     with pytest.raises(ContextLengthExceededError) as info:
-        engine.submit(engine.prepare(_request("word " * 200)))
+        asyncio.run(engine.prepare(_request("word " * 200)))
     assert info.value.param == "messages"
     assert info.value.status == 400
     assert f"context is {CONTEXT} tokens" in info.value.message
@@ -71,7 +71,7 @@ def test_max_tokens_beyond_the_context_is_refused_with_the_largest_allowed(engin
     prompt_length = len(engine.tokenize_prompt(_request("Hello")))
     allowed = CONTEXT - prompt_length
     with pytest.raises(ContextLengthExceededError) as info:
-        engine.submit(engine.prepare(_request("Hello", max_tokens=allowed + 1)))
+        asyncio.run(engine.prepare(_request("Hello", max_tokens=allowed + 1)))
     assert info.value.param == "max_tokens"
     assert f"at most {allowed}" in info.value.message
     assert f"prompt ({prompt_length} tokens)" in info.value.message
@@ -79,7 +79,7 @@ def test_max_tokens_beyond_the_context_is_refused_with_the_largest_allowed(engin
 
 def test_max_tokens_zero_finishes_at_once_with_length(engine: LlamaCppEngine) -> None:
     async def run() -> list[tuple[str, FinishReason | None, int, int]]:
-        generation = engine.submit(engine.prepare(_request("Hello", max_tokens=0)))
+        [generation] = engine.submit(await engine.prepare(_request("Hello", max_tokens=0)))
         return [(e.text, e.finish_reason, e.prompt_tokens, e.completion_tokens) async for e in generation.events()]
 
     prompt_length = len(engine.tokenize_prompt(_request("Hello")))
