@@ -249,7 +249,7 @@ async def galerne_run(engine: LlamaCppEngine, case: Case, *, constrained: bool, 
     else:
         request = GenerationRequest(instructed_messages(case), sampling)
     start = time.perf_counter()
-    generation = engine.submit(engine.prepare(request))
+    [generation] = engine.submit(await engine.prepare(request))
     first_time: float | None = None
     first_tokens = last_tokens = 0
     last_time = start

@@ -52,7 +52,7 @@ async def _run(engine: LlamaCppEngine, messages: list[ChatMessage], max_tokens: 
     """Reply text, time to first text, and cached prompt tokens of one greedy request."""
     request = GenerationRequest(tuple(messages), SamplingParams(temperature=0.0, max_tokens=max_tokens))
     started = time.perf_counter()
-    generation = engine.submit(engine.prepare(request))
+    [generation] = engine.submit(await engine.prepare(request))
     first: float | None = None
     parts: list[str] = []
     async for event in generation.events():
