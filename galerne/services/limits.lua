@@ -7,6 +7,8 @@
 --            floor(remaining requests), floor(remaining tokens)}: integers, as Redis truncates Lua numbers.
 -- ARGV[1] = 'release', then tpm (-1 = unlimited), refund (negative takes the excess), lease_id
 --   returns 1
+-- ARGV[1] = 'renew', then lease_ttl_ms, lease ids...: pushes the expiry of those of the ids still held
+--   (a released or lapsed lease is not brought back); returns how many were renewed.
 --
 -- The clock is Redis's TIME, so replicas with skewed clocks share one bucket. Buckets expire after
 -- IDLE_TTL_MS without use (a bucket in debt lives until it has refilled).
@@ -42,6 +44,13 @@ local function store(key, level, capacity)
   redis.call('PEXPIRE', key, math.max(IDLE_TTL_MS, ms_to_refill(capacity - level, capacity) + 1000))
 end
 
+-- The leases set outlives its latest lease, and no other replica's lease is cut short by ours.
+local function keep_leases_for(ttl_ms)
+  if redis.call('PTTL', KEYS[3]) < ttl_ms then
+    redis.call('PEXPIRE', KEYS[3], ttl_ms)
+  end
+end
+
 if ARGV[1] == 'acquire' then
   local rpm, tpm, max_concurrent = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
   local num_tokens, lease_id, lease_ttl_ms = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
@@ -60,7 +69,7 @@ if ARGV[1] == 'acquire' then
       return {0, 3, 1000, math.floor(requests), math.floor(tokens)}
     end
     redis.call('ZADD', KEYS[3], now_ms + lease_ttl_ms, lease_id)
-    redis.call('PEXPIRE', KEYS[3], lease_ttl_ms)
+    keep_leases_for(lease_ttl_ms)
   end
   if rpm >= 0 then
     requests = requests - 1
@@ -81,6 +90,22 @@ if ARGV[1] == 'release' then
     store(KEYS[2], math.min(tpm, refilled(KEYS[2], tpm) + refund), tpm)
   end
   return 1
+end
+
+if ARGV[1] == 'renew' then
+  local lease_ttl_ms = tonumber(ARGV[2])
+  local num_renewed = 0
+  for index = 3, #ARGV do
+    local expiry = redis.call('ZSCORE', KEYS[3], ARGV[index])
+    if expiry and tonumber(expiry) > now_ms then
+      redis.call('ZADD', KEYS[3], now_ms + lease_ttl_ms, ARGV[index])
+      num_renewed = num_renewed + 1
+    end
+  end
+  if num_renewed > 0 then
+    keep_leases_for(lease_ttl_ms)
+  end
+  return num_renewed
 end
 
 return redis.error_reply('galerne limits.lua: unknown mode ' .. tostring(ARGV[1]))

@@ -71,8 +71,9 @@ class Limiter(Protocol):
         """Take one request, `num_tokens` tokens and one concurrency place of `scope`, all or nothing.
 
         Raises `RateLimitExceededError` when any of them is short (nothing is taken), with `retry_after`
-        the whole seconds until the short bucket could admit the request; with code
-        `request_exceeds_token_limit` when `num_tokens` exceeds the tokens/minute limit itself.
+        the whole seconds until the short bucket could admit the request (1 s for a concurrency place: one
+        frees whenever a request of the project ends); with code `request_exceeds_token_limit` and no
+        `retry_after` when `num_tokens` exceeds the tokens/minute limit itself, since no wait can help.
         """
         ...
 
@@ -83,8 +84,12 @@ class Limiter(Protocol):
         """
         ...
 
+    async def ping(self) -> None:
+        """Raise `LimitStoreUnavailableError` when the store cannot be reached now (its cause is logged)."""
+        ...
+
     async def aclose(self) -> None:
-        """Wait for pending releases and close connections."""
+        """Wait (briefly) for pending releases and close connections."""
         ...
 
 
@@ -116,6 +121,7 @@ def check_fits(limits: RateLimits, num_tokens: int) -> None:
             f"this request needs {num_tokens} tokens (prompt + max_tokens) but the project allows "
             f"{limits.tokens_per_minute} tokens per minute; lower max_tokens",
             code="request_exceeds_token_limit",
+            retry_after=None,
             limit_headers=limit_headers(limits, 0, 0),
         )
 
@@ -130,16 +136,24 @@ def seconds_to_refill(deficit: float, per_minute: int) -> float:
 def refusal(
     limits: RateLimits, shortage: Shortage, retry_after: float, remaining_requests: float, remaining_tokens: float
 ) -> RateLimitExceededError:
-    """The 429 for a refused acquire: which limit, its value, and the whole seconds to wait (at least 1)."""
+    """The 429 for a refused acquire: which limit, its value, and the whole seconds to wait (at least 1).
+
+    A bucket's wait is exact (it refills at a known rate). A concurrency place has no known time: it frees
+    when any request of the project ends, so 1 s is the earliest a retry could pass, not a promise; a place
+    whose release was lost lapses within the limiter's lease time (30 s with Redis).
+    """
     wait = max(1, math.ceil(retry_after))
     if shortage == "requests":
-        what = f"{limits.requests_per_minute} requests per minute"
+        what = f"{limits.requests_per_minute} requests per minute; retry in {wait} s"
     elif shortage == "tokens":
-        what = f"{limits.tokens_per_minute} tokens per minute"
+        what = f"{limits.tokens_per_minute} tokens per minute; retry in {wait} s"
     else:
-        what = f"{limits.max_concurrent_requests} concurrent requests"
+        what = (
+            f"{limits.max_concurrent_requests} concurrent requests; a place frees when one of them ends, "
+            f"retry in {wait} s"
+        )
     return RateLimitExceededError(
-        f"project rate limit reached: {what}; retry in {wait} s",
+        f"project rate limit reached: {what}",
         retry_after=wait,
         limit_headers=limit_headers(limits, remaining_requests, remaining_tokens),
     )
@@ -211,6 +225,9 @@ class InProcessLimiter:
             tokens.refill(lease.tokens_per_minute, self._clock())
             refund = lease.reserved_tokens - used_tokens
             tokens.level = min(float(lease.tokens_per_minute), tokens.level + refund)
+
+    async def ping(self) -> None:
+        return None  # this process is up, or nobody is asking
 
     async def aclose(self) -> None:
         return None

@@ -115,7 +115,9 @@ async def test_concurrency_places_are_held_until_released(limiter: InProcessLimi
     limits = RateLimits(max_concurrent_requests=2)
     first, _ = [await limiter.acquire("p", limits, 1) for _ in range(2)]
     error = await refused(limiter, limits)
-    assert error.retry_after == 1 and error.message == "project rate limit reached: 2 concurrent requests; retry in 1 s"
+    assert error.retry_after == 1 and error.message == (
+        "project rate limit reached: 2 concurrent requests; a place frees when one of them ends, retry in 1 s"
+    )
     assert error.limit_headers == {}  # la Plateforme has no concurrency header
     limiter.release(first, 1)
     limiter.release(first, 1)  # twice frees one place, not two
@@ -146,6 +148,14 @@ async def test_a_request_larger_than_the_token_limit_can_never_pass(limiter: InP
     assert error.code == "request_exceeds_token_limit" and error.status == 429
     assert "needs 101 tokens (prompt + max_tokens)" in error.message
     assert "allows 100 tokens per minute" in error.message and "lower max_tokens" in error.message
+    assert error.retry_after is None  # no wait can make it fit: no promise of one, and SDKs must not retry
+    assert error.headers() == {
+        "x-should-retry": "false",
+        "x-ratelimit-limit-req-minute": "5",
+        "x-ratelimit-remaining-req-minute": "0",
+        "x-ratelimit-limit-tokens-minute": "100",
+        "x-ratelimit-remaining-tokens-minute": "0",
+    }
     lease = await limiter.acquire("p", limits, 100)  # it took nothing
     assert lease.limit_headers["x-ratelimit-remaining-req-minute"] == "4"
 

@@ -1,4 +1,5 @@
-"""The Redis limiter on a real server: exact admissions across limiters and processes, refunds, lapsing leases."""
+"""The Redis limiter on a real server: exact admissions across limiters and processes, refunds, leases that
+are renewed while their request runs and lapse when it is lost, and a Redis blip cut through a real proxy."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis
 
-from galerne.errors import RateLimitExceededError
+from galerne.errors import LimitStoreUnavailableError, RateLimitExceededError
 from galerne.services.limits import Lease, RateLimits
-from galerne.services.redis_limits import LimitStoreUnavailableError, RedisLimiter
+from galerne.services.redis_limits import RedisLimiter
+from tests.proxy import TcpProxy, running_proxy
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PREFIX = "galerne:limits"
@@ -228,7 +230,7 @@ async def test_keys_live_under_the_scope_and_expire_when_idle(
     ]
     assert 0 < server.pttl(f"{base}:requests") <= 120_000
     assert 0 < server.pttl(f"{base}:tokens") <= 120_000
-    assert 890_000 < server.pttl(f"{base}:leases") <= 900_000
+    assert 29_000 < server.pttl(f"{base}:leases") <= 30_000  # short: a lost place heals within 30 s
 
 
 async def test_no_limits_cost_no_round_trip(limiter: RedisLimiter, server: redis.Redis, scope: str) -> None:
@@ -238,13 +240,79 @@ async def test_no_limits_cost_no_round_trip(limiter: RedisLimiter, server: redis
     assert not list(server.scan_iter(match=f"{PREFIX}:{{{scope}}}:*"))
 
 
-async def test_an_unreachable_redis_refuses_and_release_only_logs(caplog: pytest.LogCaptureFixture) -> None:
+async def test_an_unreachable_redis_refuses_without_saying_where_it_is(caplog: pytest.LogCaptureFixture) -> None:
     gone = RedisLimiter("redis://127.0.0.1:1/0", timeout_seconds=1)
-    with pytest.raises(LimitStoreUnavailableError) as refused:
+    with caplog.at_level(logging.WARNING), pytest.raises(LimitStoreUnavailableError) as refused:
         await gone.acquire("p", RateLimits(requests_per_minute=1), 1)
     assert refused.value.status == 503 and refused.value.headers() == {"Retry-After": "5"}
+    assert refused.value.message.startswith("the rate-limit store is unreachable; retry shortly")
+    assert "127.0.0.1" not in refused.value.message and "Error" not in refused.value.message
+    assert "redis://127.0.0.1:1/0 is unreachable" in caplog.text  # the operator is told where
+    with pytest.raises(LimitStoreUnavailableError):
+        await gone.ping()
     lease = Lease(scope="p", lease_id="x", reserved_tokens=5, has_concurrency_place=True, tokens_per_minute=10)
     with caplog.at_level(logging.WARNING):
         gone.release(lease, 1)
-        await gone.aclose()
-    assert "releasing a rate-limit lease failed" in caplog.text
+        await gone.aclose()  # gives the retrying release timeout_seconds, then abandons it
+    assert "closing with 1 rate-limit releases not done; their places lapse within 30 s" in caplog.text
+
+
+async def test_a_running_requests_place_is_renewed_until_released(server: redis.Redis, scope: str) -> None:
+    limits = RateLimits(max_concurrent_requests=1)
+    holder, other = RedisLimiter(REDIS_URL, lease_seconds=0.6), RedisLimiter(REDIS_URL, lease_seconds=0.6)
+    lease = await holder.acquire(scope, limits, 1)
+    for _ in range(6):  # 1.8 s, three lease times: the heartbeat keeps the place
+        await asyncio.sleep(0.3)
+        with pytest.raises(RateLimitExceededError):
+            await other.acquire(scope, limits, 1)
+    holder.release(lease, 1)
+    await holder.aclose()
+    await other.acquire(scope, limits, 1)
+    await other.aclose()
+
+
+async def test_renewing_never_brings_back_a_place_that_is_gone(
+    limiter: RedisLimiter, server: redis.Redis, scope: str
+) -> None:
+    limits = RateLimits(max_concurrent_requests=3)
+    kept, lost = await limiter.acquire(scope, limits, 1), await limiter.acquire(scope, limits, 1)
+    leases_key = f"{PREFIX}:{{{scope}}}:leases"
+    server.zrem(leases_key, lost.lease_id)  # as if it lapsed or another call released it meanwhile
+    assert await limiter.renew() == 1
+    assert server.zrange(leases_key, 0, -1) == [kept.lease_id.encode()]
+
+
+@pytest.fixture
+def proxy(server: redis.Redis) -> Iterator[TcpProxy]:
+    with running_proxy("127.0.0.1", 6379) as running:
+        yield running
+
+
+async def test_places_released_while_redis_is_cut_come_back_when_it_returns(
+    limiter: RedisLimiter, proxy: TcpProxy, scope: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    limits = RateLimits(max_concurrent_requests=2)
+    through_proxy = RedisLimiter(f"redis://127.0.0.1:{proxy.port}/0", timeout_seconds=1)
+    leases = [await through_proxy.acquire(scope, limits, 1) for _ in range(2)]
+    await asyncio.to_thread(proxy.cut)
+    with caplog.at_level(logging.WARNING):
+        for lease in leases:  # both requests end while Redis is unreachable
+            through_proxy.release(lease, 1)
+        await asyncio.sleep(0.5)
+        with pytest.raises(LimitStoreUnavailableError) as refused:
+            await through_proxy.acquire(scope, limits, 1)
+    assert str(proxy.port) not in refused.value.message
+    assert f"redis://127.0.0.1:{proxy.port}/0 is unreachable" in caplog.text
+    with pytest.raises(RateLimitExceededError, match="2 concurrent requests"):
+        await limiter.acquire(scope, limits, 1)  # Redis itself still counts both places
+    await asyncio.to_thread(proxy.restore)
+    deadline = asyncio.get_running_loop().time() + 5
+    while True:  # the retried releases land within about a second
+        try:
+            await limiter.acquire(scope, limits, 1)
+            break
+        except RateLimitExceededError:
+            assert asyncio.get_running_loop().time() < deadline, "the places were not given back after the blip"
+            await asyncio.sleep(0.1)
+    await limiter.acquire(scope, limits, 1)  # both places came back
+    await through_proxy.aclose()
