@@ -132,7 +132,8 @@ def _check_auth_setup(settings: Settings) -> None:
         database.close()
     if not has_admin:
         typer.echo(
-            "No admin key exists yet. Create one (it is shown once) with:\n"
+            "No admin key works (none was created yet, or all are revoked, expired or in a disabled or expired "
+            "project). Create one (it is shown once) with:\n"
             "    galerne keys create --admin\n"
             "then a project and its keys with `galerne projects create NAME` and "
             "`galerne keys create --project NAME`. Every /v1 request needs a key.",

@@ -19,7 +19,10 @@ how to fix it.
     ├── RateLimitExceededError (429 rate_limit_error, Retry-After and x-ratelimit-* headers)
     │   └── BudgetExceededError (429, code budget_exceeded)
     ├── EngineOverloadedError (429 rate_limit_error, Retry-After)
-    ├── EngineUnavailableError (503 server_error, Retry-After)
+    ├── ServiceUnavailableError (503 server_error, Retry-After; details go to the log, never to the client)
+    │   ├── EngineUnavailableError (503, code engine_unavailable)
+    │   ├── LimitStoreUnavailableError (503, code rate_limit_store_unavailable)
+    │   └── DatabaseUnavailableError (503, code database_unavailable)
     └── ConfigurationError (raised at start-up; never reaches a client)
 """
 
@@ -105,6 +108,8 @@ class RateLimitExceededError(GalerneError):
     """A project's requests/minute, tokens/minute or concurrency limit is reached for now.
 
     `limit_headers` carries la Plateforme's `x-ratelimit-*` values as they stood when refused.
+    `retry_after=None` says that retrying cannot help (the request can never fit): no `Retry-After` is sent,
+    and `x-should-retry: false` stops the OpenAI SDK's automatic retries of 429s.
     """
 
     status = 429
@@ -115,7 +120,7 @@ class RateLimitExceededError(GalerneError):
         self,
         message: str,
         *,
-        retry_after: int = 1,
+        retry_after: int | None = 1,
         limit_headers: dict[str, str] | None = None,
         code: str | None = None,
     ) -> None:
@@ -124,6 +129,8 @@ class RateLimitExceededError(GalerneError):
         self.limit_headers = limit_headers or {}
 
     def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {"x-should-retry": "false", **self.limit_headers}
         return {"Retry-After": str(self.retry_after), **self.limit_headers}
 
 
@@ -154,10 +161,16 @@ class EngineOverloadedError(GalerneError):
         return {"Retry-After": str(self.retry_after)}
 
 
-class EngineUnavailableError(GalerneError):
+class ServiceUnavailableError(GalerneError):
+    """A part the platform needs is down for now; the client should retry after `retry_after` seconds.
+
+    The message is for clients: it names the part, never its host, port or the driver's error text
+    (those go to the log where the error is raised).
+    """
+
     status = 503
     type = "server_error"
-    code = "engine_unavailable"
+    code = "service_unavailable"
 
     def __init__(self, message: str, *, retry_after: int = 5) -> None:
         super().__init__(message)
@@ -165,6 +178,20 @@ class EngineUnavailableError(GalerneError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class EngineUnavailableError(ServiceUnavailableError):
+    code = "engine_unavailable"
+
+
+class LimitStoreUnavailableError(ServiceUnavailableError):
+    """The shared rate-limit store (Redis) cannot be reached: refuse rather than serve without limits."""
+
+    code = "rate_limit_store_unavailable"
+
+
+class DatabaseUnavailableError(ServiceUnavailableError):
+    code = "database_unavailable"
 
 
 class ConfigurationError(GalerneError):

@@ -90,8 +90,9 @@ def start_server(
     env: dict[str, str] | None = None,
     api_key: str | None = None,
     extra_args: tuple[str, ...] = (),
+    health_status: int = 200,
 ) -> RunningServer:
-    """Start `python -m galerne serve` and wait until `/health` answers.
+    """Start `python -m galerne serve` and wait until `/health` answers `health_status` (503: a part is down).
 
     Auth is on, as in production: unless `api_key` is given, a project `tests` without limits and a
     key for it are created first, and the returned server sends that key.
@@ -113,7 +114,7 @@ def start_server(
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
         try:
-            if httpx.get(f"{server.base_url}/health", timeout=1).status_code == 200:
+            if httpx.get(f"{server.base_url}/health", timeout=5).status_code == health_status:
                 return server
         except httpx.HTTPError:
             pass

@@ -5,6 +5,7 @@ Example: ``uvicorn.run(create_app(Settings()), host="127.0.0.1", port=8000)``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -17,16 +18,20 @@ from galerne.api.limits import BodySizeLimit
 from galerne.api.routes import admin, chat, health, models
 from galerne.catalog import Catalog, load_catalog
 from galerne.config import Settings
+from galerne.errors import LimitStoreUnavailableError
 from galerne.services.accounts import AccountService
 from galerne.services.admission import Admission
 from galerne.services.auth import Authenticator
 from galerne.services.chat import ChatService
-from galerne.services.limits import build_limiter
+from galerne.services.health import HealthCheck
+from galerne.services.limits import Limiter, build_limiter
 from galerne.services.metering import UsageMeter
 from galerne.services.metrics import Metrics
 from galerne.services.models import ModelRegistry
 from galerne.services.usage import UsageReports
 from galerne.storage.database import Database
+
+logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
@@ -44,6 +49,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
             stack.callback(database.close)
             limiter = build_limiter(settings.redis_url)
             stack.push_async_callback(limiter.aclose)
+            await _warn_if_unreachable(limiter)
             meter = UsageMeter(database, flush_seconds=settings.usage_flush_seconds)
             stack.callback(meter.close)
             metrics = Metrics()
@@ -58,6 +64,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
                 metrics=metrics,
                 accounts=AccountService(database, catalog),
                 usage=UsageReports(database),
+                health=HealthCheck(registry, database, limiter),
                 authenticator=authenticator,
             )
             yield
@@ -68,6 +75,17 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
     for module in (chat, models, health, admin):
         app.include_router(module.router)
     return app
+
+
+async def _warn_if_unreachable(limiter: Limiter) -> None:
+    """Start anyway (Redis may come up after us) but say so: limited projects get 503 until it answers."""
+    try:
+        await limiter.ping()
+    except LimitStoreUnavailableError:
+        logger.warning(
+            "starting without the rate-limit store: requests of projects with limits are refused (503) until it "
+            "answers; /health reports limit_store down"
+        )
 
 
 def app_from_environment() -> FastAPI:

@@ -7,10 +7,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from galerne.errors import PermissionDeniedError
+from galerne.errors import GalerneError, PermissionDeniedError
 from galerne.services.accounts import AccountService
 from galerne.services.auth import Authenticator, Principal
 from galerne.services.chat import ChatService
+from galerne.services.health import HealthCheck
 from galerne.services.metrics import Metrics
 from galerne.services.models import ModelRegistry
 from galerne.services.usage import UsageReports
@@ -25,6 +26,7 @@ class Runtime:
     metrics: Metrics
     accounts: AccountService
     usage: UsageReports
+    health: HealthCheck
     authenticator: Authenticator | None  # None: the server runs with --no-auth
 
 
@@ -53,6 +55,22 @@ async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_optional_principal(request: Request, runtime: RuntimeDep) -> Principal | None:
+    """The caller of an endpoint open to all that shows more to keys: None without a valid key, never a 401."""
+    if runtime.authenticator is None:
+        return Principal.anonymous()
+    token = api_key_of(request)
+    if token is None:
+        return None
+    try:
+        return await runtime.authenticator.authenticate(token)
+    except GalerneError:  # a bad key, or the database is down: answer as to anyone
+        return None
+
+
+OptionalPrincipalDep = Annotated[Principal | None, Depends(get_optional_principal)]
 
 
 async def get_admin(principal: PrincipalDep) -> Principal:

@@ -31,6 +31,7 @@ class EngineStats:
     num_queued: int
     num_active: int
     num_slots: int
+    is_healthy: bool  # False: it cannot take requests now (its loop died or it is stopping); /health says 503
 
 
 class Generation(Protocol):

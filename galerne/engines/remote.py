@@ -186,7 +186,10 @@ class RemoteEngine:
         ]
 
     def stats(self) -> EngineStats:
-        return EngineStats(num_queued=0, num_active=self.num_active, num_slots=self.config.max_concurrent_requests)
+        # Healthy while it runs: an unreachable upstream fails its own requests, it does not stop this engine.
+        return EngineStats(
+            num_queued=0, num_active=self.num_active, num_slots=self.config.max_concurrent_requests, is_healthy=True
+        )
 
     def close(self) -> None:
         session, self._session = self._session, None

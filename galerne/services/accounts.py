@@ -3,6 +3,10 @@
 A project is what is limited and billed; a key belongs to one project. Admin keys manage the
 others and read all usage; without `--project` they go into a project named `admin`.
 
+No change may take away the last working admin key (disabling or expiring its project, revoking it):
+the admin API could not undo it. Such a change is refused (409 `would_lock_out_admins`); the CLI, which
+works on the database directly, is the way back when keys lapse on their own (docs/tenancy.md).
+
 Example::
 
     accounts = AccountService(database, catalog)
@@ -88,8 +92,10 @@ class AccountService:
         self._check_models(changes.allowed_models)
         with self._database.session() as session:
             project = _project_or_404(session, name)
+            had_admin_key = tenancy.has_admin_key(session, self._now())
             _apply(project, changes, changes.model_fields_set)
             session.flush()
+            self._keep_an_admin_key(session, had_admin_key, f"this change to project {project.name!r}")
             return _project_info(project)
 
     def list_projects(self) -> list[ProjectInfo]:
@@ -112,6 +118,8 @@ class AccountService:
                 )
             else:
                 owner = _project_or_404(session, project)
+            if is_admin:
+                self._check_usable(owner)
             issued = issue_key()
             key = ApiKey(
                 id=issued.id, project=owner, name=name, secret_hash=issued.secret_hash, is_admin=is_admin,
@@ -132,12 +140,39 @@ class AccountService:
             if key is None:
                 raise NotFoundError(f"no API key with id {key_id!r}; `galerne keys list` shows them", param="id")
             if key.revoked_at is None:
+                had_admin_key = tenancy.has_admin_key(session, self._now())
                 key.revoked_at = self._now()
+                session.flush()
+                self._keep_an_admin_key(session, had_admin_key, f"revoking key {key_id!r}")
             return _key_info(key)
 
     def has_admin_key(self) -> bool:
         with self._database.session() as session:
             return tenancy.has_admin_key(session, self._now())
+
+    def _keep_an_admin_key(self, session: Session, had_admin_key: bool, change: str) -> None:
+        """Refuse (and so roll back) a change that took away the last working admin key.
+
+        A platform already without one may change anything: that is how the CLI brings one back.
+        """
+        if had_admin_key and not tenancy.has_admin_key(session, self._now()):
+            raise ConflictError(
+                f"refused: after {change} no admin key would work, and nobody could use the admin API to undo it; "
+                "first create an admin key in another project (`galerne keys create --admin --project NAME`, or "
+                'POST /admin/keys {"project": NAME, "is_admin": true})',
+                code="would_lock_out_admins",
+            )
+
+    def _check_usable(self, project: Project) -> None:
+        """An admin key in a disabled or expired project would be born unusable: say how to fix the project."""
+        if project.is_disabled or (project.expires_at is not None and project.expires_at <= self._now()):
+            state = "disabled" if project.is_disabled else "expired"
+            raise InvalidRequestError(
+                f"project {project.name!r} is {state}, so an admin key in it would not work; first run "
+                f"`galerne projects update {project.name} --enable --unset expires`",
+                param="project",
+                code="project_unusable",
+            )
 
     def _check_models(self, models: list[str] | None) -> None:
         """Allowed models are stored as catalogue ids, so an alias or a typo is caught now."""

@@ -13,17 +13,22 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from galerne.errors import AuthenticationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from galerne.errors import AuthenticationError, DatabaseUnavailableError
 from galerne.services.keys import parse_key, secret_matches
 from galerne.services.limits import RateLimits
 from galerne.storage import tenancy
 from galerne.storage.database import Database
 from galerne.storage.tables import ApiKey
+
+logger = logging.getLogger(__name__)
 
 MAX_CACHED_KEYS = 10_000
 
@@ -85,7 +90,14 @@ class Authenticator:
         key_id, secret = parsed
         cached = self._cache.get(key_id)
         if cached is None or time.monotonic() - cached.fetched_at > self._cache_seconds:
-            cached = await asyncio.to_thread(self._load, key_id)
+            try:
+                cached = await asyncio.to_thread(self._load, key_id)
+            except SQLAlchemyError as exc:
+                logger.warning("looking up an API key failed (database %s): %s", self._database.location(), exc)
+                raise DatabaseUnavailableError(
+                    "the database is unreachable, so API keys cannot be checked; retry shortly "
+                    "(the operator finds the cause in the server log)"
+                ) from exc
             self._cache.pop(key_id, None)
             self._cache[key_id] = cached
             if len(self._cache) > MAX_CACHED_KEYS:  # random ids must not grow memory without end

@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.resources import files
@@ -16,12 +17,14 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from galerne.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
 
 # SQLite and a running server share one file with the CLI: WAL lets readers and the writer overlap,
 # and the busy timeout makes a second writer wait instead of failing with "database is locked".
@@ -64,7 +67,7 @@ class Database:
                 command.upgrade(config, "head")
         except OperationalError as exc:
             raise ConfigurationError(
-                f"cannot open the database {self.engine.url.render_as_string(hide_password=True)}: {exc.orig}"
+                f"cannot open the database {self.location()}: {exc.orig}"
             ) from exc
 
     @contextmanager
@@ -72,6 +75,20 @@ class Database:
         """A session committed when the block ends normally, rolled back otherwise."""
         with self._sessions.begin() as session:
             yield session
+
+    def is_reachable(self) -> bool:
+        """One `SELECT 1`, for health checks; a failure is logged with its cause (which may name the host)."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            logger.warning("the database %s is unreachable: %s", self.location(), exc)
+            return False
+        return True
+
+    def location(self) -> str:
+        """The URL without its password, for logs."""
+        return self.engine.url.render_as_string(hide_password=True)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, joinedload
 
 from galerne.storage.tables import ApiKey, Project
@@ -50,10 +50,16 @@ def list_keys(session: Session, project_id: str | None = None) -> Sequence[ApiKe
 
 
 def has_admin_key(session: Session, now: datetime) -> bool:
-    """Whether any admin key can still be used (not revoked, not expired)."""
-    query = select(ApiKey.id).where(
-        ApiKey.is_admin.is_(True),
-        ApiKey.revoked_at.is_(None),
-        (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > now),
+    """Whether any admin key works at `now`: not revoked, not expired, in a project neither disabled nor expired."""
+    query = (
+        select(ApiKey.id)
+        .join(ApiKey.project)
+        .where(
+            ApiKey.is_admin.is_(True),
+            ApiKey.revoked_at.is_(None),
+            or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
+            Project.is_disabled.is_(False),
+            or_(Project.expires_at.is_(None), Project.expires_at > now),
+        )
     )
     return session.execute(query.limit(1)).first() is not None

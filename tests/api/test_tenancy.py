@@ -214,6 +214,8 @@ def test_a_request_larger_than_the_token_limit_says_so(tenancy_server: RunningSe
     response = chat(tenancy_server, key, max_tokens=500)
     assert response.status_code == 429
     assert response.json()["code"] == "request_exceeds_token_limit" and "max_tokens" in response.json()["message"]
+    assert "retry-after" not in response.headers  # no wait can make it fit
+    assert response.headers["x-should-retry"] == "false"
 
 
 async def test_the_concurrency_limit_refuses_a_second_stream(tenancy_server: RunningServer) -> None:

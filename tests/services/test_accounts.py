@@ -69,14 +69,65 @@ def test_keys_are_shown_once_and_stored_only_as_a_hash(accounts: AccountService,
 
 def test_admin_keys_default_to_the_admin_project(accounts: AccountService) -> None:
     assert not accounts.has_admin_key()
-    admin = accounts.create_key(None, is_admin=True)
-    assert admin.project == ADMIN_PROJECT and admin.is_admin
-    assert accounts.has_admin_key()
-    accounts.revoke_key(admin.id)
-    assert not accounts.has_admin_key()
     expired = accounts.create_key(None, is_admin=True, expires_at=datetime.now(UTC) - timedelta(days=1))
-    assert expired.project == ADMIN_PROJECT
+    assert expired.project == ADMIN_PROJECT and expired.is_admin
     assert not accounts.has_admin_key()
+    admin = accounts.create_key(None, is_admin=True)
+    assert admin.project == ADMIN_PROJECT
+    assert accounts.has_admin_key()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_no_change_may_take_away_the_last_working_admin_key(accounts: AccountService) -> None:
+    admin = accounts.create_key(None, is_admin=True)
+    accounts.create_project(ProjectSpec(name="ops"))
+    long_ago = datetime(2000, 1, 1, tzinfo=UTC)
+    for change in (ProjectLimitsSpec(expires_at=long_ago), ProjectLimitsSpec(is_disabled=True)):
+        with pytest.raises(ConflictError, match="no admin key would work") as refused:
+            accounts.update_project(ADMIN_PROJECT, change)
+        assert refused.value.code == "would_lock_out_admins" and refused.value.status == 409
+        assert "galerne keys create --admin --project NAME" in refused.value.message
+    with pytest.raises(ConflictError, match=f"revoking key '{admin.id}'"):
+        accounts.revoke_key(admin.id)
+    project = accounts.get_project(ADMIN_PROJECT)
+    assert (project.expires_at, project.is_disabled) == (None, False)  # refused changes are rolled back
+    assert [key.revoked_at for key in accounts.list_keys(ADMIN_PROJECT)] == [None]
+    accounts.update_project("ops", ProjectLimitsSpec(is_disabled=True))  # holds no admin key: free to change
+    accounts.update_project(ADMIN_PROJECT, ProjectLimitsSpec(expires_at=datetime.now(UTC) + timedelta(days=30)))
+    accounts.update_project("ops", ProjectLimitsSpec(is_disabled=False))
+    other = accounts.create_key("ops", is_admin=True)  # with a second admin key, the first may go
+    accounts.revoke_key(admin.id)
+    accounts.update_project(ADMIN_PROJECT, ProjectLimitsSpec(is_disabled=True))
+    with pytest.raises(ConflictError):
+        accounts.update_project("ops", ProjectLimitsSpec(expires_at=long_ago))
+    with pytest.raises(ConflictError):
+        accounts.revoke_key(other.id)
+    assert accounts.has_admin_key()
+
+
+def test_a_platform_whose_admin_keys_lapsed_can_be_given_one_again(database: Database) -> None:
+    clock = Clock()
+    accounts = AccountService(database, default_catalog(), clock=clock)
+    accounts.create_key(None, is_admin=True)
+    accounts.update_project(ADMIN_PROJECT, ProjectLimitsSpec(expires_at=clock.now + timedelta(hours=1)))
+    clock.now += timedelta(hours=2)  # the project expired on its own: nobody can use /admin
+    assert not accounts.has_admin_key()
+    with pytest.raises(InvalidRequestError, match="--enable --unset expires") as refused:
+        accounts.create_key(None, is_admin=True)  # it would be born unusable
+    assert "is expired" in refused.value.message and refused.value.code == "project_unusable"
+    accounts.update_project(ADMIN_PROJECT, ProjectLimitsSpec(is_disabled=True))  # no key to lose: allowed
+    with pytest.raises(InvalidRequestError, match="is disabled"):
+        accounts.create_key(None, is_admin=True)
+    accounts.update_project(ADMIN_PROJECT, ProjectLimitsSpec.model_validate({"expires_at": None, "is_disabled": False}))
+    assert accounts.has_admin_key()  # the old key works again
+    assert accounts.create_key(None, is_admin=True).is_admin
 
 
 def test_revoking_is_kept_in_the_listing(accounts: AccountService) -> None:

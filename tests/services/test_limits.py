@@ -1,21 +1,14 @@
-"""Token buckets and concurrency, in process and in Redis: exact admission, refunds, all-or-nothing."""
+"""The in-process token buckets on a fake clock: exact admissions, refills, refunds, all-or-nothing, headers."""
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import uuid
-from collections.abc import AsyncIterator
 
 import pytest
-import redis
 
 from galerne.errors import RateLimitExceededError
-from galerne.services.limits import InProcessLimiter, Limiter, RateLimits
+from galerne.services.limits import InProcessLimiter, Lease, RateLimits, build_limiter
 from galerne.services.redis_limits import RedisLimiter
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 class FakeClock:
@@ -26,153 +19,181 @@ class FakeClock:
         return self.now
 
 
-def redis_available() -> bool:
-    try:
-        return bool(redis.Redis.from_url(REDIS_URL).ping())
-    except redis.RedisError:
-        return False
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
 
 
-@pytest.fixture(params=["in-process", "redis"])
-async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[Limiter]:
-    if request.param == "in-process":
-        yield InProcessLimiter()
-        return
-    if not redis_available():
-        pytest.skip(f"Redis is not reachable at {REDIS_URL}")
-    made = RedisLimiter(REDIS_URL, lease_seconds=1)
-    yield made
-    await made.aclose()
+@pytest.fixture
+def limiter(clock: FakeClock) -> InProcessLimiter:
+    return InProcessLimiter(clock)
 
 
-def scope() -> str:
-    return f"test-{uuid.uuid4().hex}"
+async def refused(limiter: InProcessLimiter, limits: RateLimits, num_tokens: int = 1) -> RateLimitExceededError:
+    with pytest.raises(RateLimitExceededError) as caught:
+        await limiter.acquire("p", limits, num_tokens)
+    return caught.value
 
 
-async def test_fifty_concurrent_acquires_against_twenty_per_minute_admit_exactly_twenty(limiter: Limiter) -> None:
-    project, limits = scope(), RateLimits(requests_per_minute=20)
-    outcomes = await asyncio.gather(*(limiter.acquire(project, limits, 1) for _ in range(50)), return_exceptions=True)
-    refused = [o for o in outcomes if isinstance(o, RateLimitExceededError)]
-    assert len(refused) == 30 and len(outcomes) - len(refused) == 20
-    assert refused[0].limit_headers["x-ratelimit-remaining-req-minute"] == "0"
-    assert refused[0].retry_after == 3  # one request refills in 60/20 s
-
-
-async def test_tokens_are_reserved_refunded_and_all_or_nothing(limiter: Limiter) -> None:
-    project, limits = scope(), RateLimits(requests_per_minute=100, tokens_per_minute=1000)
-    first = await limiter.acquire(project, limits, 700)
-    assert first.limit_headers["x-ratelimit-remaining-tokens-minute"] in {"300", "301"}
-    with pytest.raises(RateLimitExceededError, match="1000 tokens per minute") as refused:
-        await limiter.acquire(project, limits, 400)
-    assert refused.value.retry_after >= 6  # ~100 tokens short at 1000/60 per second
-    limiter.release(first, used_tokens=100)  # 600 of the 700 come back
-    await asyncio.sleep(0.05)  # Redis releases are scheduled
-    second = await limiter.acquire(project, limits, 400)
-    remaining = int(second.limit_headers["x-ratelimit-remaining-tokens-minute"])
-    assert 500 <= remaining <= 502
-    # The refused acquire took no request either: 100 - 2 admitted.
-    assert int(second.limit_headers["x-ratelimit-remaining-req-minute"]) == 98
-
-
-async def test_a_request_larger_than_the_limit_can_never_pass(limiter: Limiter) -> None:
-    with pytest.raises(RateLimitExceededError) as refused:
-        await limiter.acquire(scope(), RateLimits(tokens_per_minute=100), 101)
-    assert refused.value.code == "request_exceeds_token_limit" and "max_tokens" in refused.value.message
-
-
-async def test_concurrency_places_are_held_until_released(limiter: Limiter) -> None:
-    project, limits = scope(), RateLimits(max_concurrent_requests=2)
-    leases = [await limiter.acquire(project, limits, 1) for _ in range(2)]
-    with pytest.raises(RateLimitExceededError, match="2 concurrent requests"):
-        await limiter.acquire(project, limits, 1)
-    limiter.release(leases[0], 1)
-    limiter.release(leases[0], 1)  # twice is harmless
-    await asyncio.sleep(0.05)
-    await limiter.acquire(project, limits, 1)
-    with pytest.raises(RateLimitExceededError):
-        await limiter.acquire(project, limits, 1)
-
-
-async def test_no_limits_admit_everything(limiter: Limiter) -> None:
-    for _ in range(100):
-        lease = await limiter.acquire("unlimited", RateLimits(), 10_000)
-        assert lease.limit_headers == {}
-
-
-async def test_buckets_refill_with_time_and_follow_changed_limits() -> None:
-    clock = FakeClock()
-    limiter = InProcessLimiter(clock)
-    limits = RateLimits(requests_per_minute=60, tokens_per_minute=600)
-    for _ in range(60):
-        await limiter.acquire("p", limits, 1)
-    with pytest.raises(RateLimitExceededError) as refused:
-        await limiter.acquire("p", limits, 1)
-    assert refused.value.retry_after == 1
-    clock.now += 5  # five requests and 50 tokens come back
-    for _ in range(5):
-        await limiter.acquire("p", limits, 1)
-    with pytest.raises(RateLimitExceededError):
-        await limiter.acquire("p", limits, 1)
-    lowered = RateLimits(requests_per_minute=10)
-    clock.now += 600
-    leases = [await limiter.acquire("p", lowered, 1) for _ in range(10)]  # full again, but only 10 now
-    with pytest.raises(RateLimitExceededError, match="10 requests per minute"):
-        await limiter.acquire("p", lowered, 1)
-    assert leases[-1].limit_headers["x-ratelimit-limit-req-minute"] == "10"
-
-
-async def test_using_more_than_reserved_takes_the_excess() -> None:
-    clock = FakeClock()
-    limiter = InProcessLimiter(clock)
-    limits = RateLimits(tokens_per_minute=100)
-    lease = await limiter.acquire("p", limits, 50)
-    limiter.release(lease, used_tokens=80)
-    with pytest.raises(RateLimitExceededError):
-        await limiter.acquire("p", limits, 21)
-    await limiter.acquire("p", limits, 20)
-
-
-@pytest.mark.skipif(not redis_available(), reason="Redis is not reachable")
-async def test_a_dead_replicas_concurrency_place_lapses() -> None:
-    project, limits = scope(), RateLimits(max_concurrent_requests=1)
-    dead = RedisLimiter(REDIS_URL, lease_seconds=0.5)
-    await dead.acquire(project, limits, 1)  # never released: the replica "died"
-    await dead.aclose()
-    alive = RedisLimiter(REDIS_URL, lease_seconds=0.5)
-    with pytest.raises(RateLimitExceededError):
-        await alive.acquire(project, limits, 1)
-    await asyncio.sleep(0.6)
-    await alive.acquire(project, limits, 1)
-    await alive.aclose()
-
-
-_CHILD = """
-import asyncio, sys
-from galerne.errors import RateLimitExceededError
-from galerne.services.limits import RateLimits
-from galerne.services.redis_limits import RedisLimiter
-
-async def main():
-    limiter = RedisLimiter(sys.argv[1])
-    async def one():
-        try:
-            await limiter.acquire(sys.argv[2], RateLimits(requests_per_minute=25), 1)
-            return 1
-        except RateLimitExceededError:
-            return 0
-    print(sum(await asyncio.gather(*(one() for _ in range(40)))))
-    await limiter.aclose()
-
-asyncio.run(main())
-"""
-
-
-@pytest.mark.skipif(not redis_available(), reason="Redis is not reachable")
-def test_two_processes_share_one_limit_exactly() -> None:
-    project = scope()
-    children = [
-        subprocess.Popen([sys.executable, "-c", _CHILD, REDIS_URL, project], stdout=subprocess.PIPE, text=True)
-        for _ in range(2)
+async def test_twenty_per_minute_admits_twenty_then_asks_to_retry_in_three_seconds(limiter: InProcessLimiter) -> None:
+    limits = RateLimits(requests_per_minute=20)
+    leases = [await limiter.acquire("p", limits, 1) for _ in range(20)]
+    assert [lease.limit_headers["x-ratelimit-remaining-req-minute"] for lease in leases] == [
+        str(n) for n in range(19, -1, -1)
     ]
-    admitted = [int(child.communicate(timeout=60)[0]) for child in children]
-    assert sum(admitted) == 25, admitted
+    error = await refused(limiter, limits)
+    assert error.retry_after == 3 and error.code == "rate_limit_exceeded"
+    assert error.message == "project rate limit reached: 20 requests per minute; retry in 3 s"
+    assert error.headers() == {
+        "Retry-After": "3",
+        "x-ratelimit-limit-req-minute": "20",
+        "x-ratelimit-remaining-req-minute": "0",
+    }
+
+
+async def test_fifty_concurrent_acquires_against_twenty_per_minute_admit_exactly_twenty() -> None:
+    limiter = InProcessLimiter()
+    limits = RateLimits(requests_per_minute=20)
+    outcomes = await asyncio.gather(*(limiter.acquire("p", limits, 1) for _ in range(50)), return_exceptions=True)
+    assert sum(isinstance(outcome, Lease) for outcome in outcomes) == 20
+    assert sum(isinstance(outcome, RateLimitExceededError) for outcome in outcomes) == 30
+
+
+async def test_requests_refill_continuously(limiter: InProcessLimiter, clock: FakeClock) -> None:
+    limits = RateLimits(requests_per_minute=20)
+    for _ in range(20):
+        await limiter.acquire("p", limits, 1)
+    clock.now += 1.5  # half a request
+    assert (await refused(limiter, limits)).retry_after == 2  # 1.5 s more, rounded up
+    clock.now += 1.5
+    lease = await limiter.acquire("p", limits, 1)
+    assert lease.limit_headers["x-ratelimit-remaining-req-minute"] == "0"
+    await refused(limiter, limits)
+    clock.now += 3600  # never more than the limit
+    for _ in range(20):
+        await limiter.acquire("p", limits, 1)
+    await refused(limiter, limits)
+
+
+async def test_tokens_are_reserved_then_the_unused_part_refunded(limiter: InProcessLimiter, clock: FakeClock) -> None:
+    limits = RateLimits(tokens_per_minute=1000)
+    first = await limiter.acquire("p", limits, 700)
+    assert first.reserved_tokens == 700
+    assert first.limit_headers == {
+        "x-ratelimit-limit-tokens-minute": "1000",
+        "x-ratelimit-remaining-tokens-minute": "300",
+    }
+    error = await refused(limiter, limits, 400)
+    assert error.retry_after == 6  # 100 short at 1000/60 per second
+    assert error.message == "project rate limit reached: 1000 tokens per minute; retry in 6 s"
+    limiter.release(first, used_tokens=100)  # 600 come back
+    second = await limiter.acquire("p", limits, 400)
+    assert second.limit_headers["x-ratelimit-remaining-tokens-minute"] == "500"
+
+
+async def test_a_refund_never_fills_the_bucket_past_its_limit(limiter: InProcessLimiter, clock: FakeClock) -> None:
+    limits = RateLimits(tokens_per_minute=1000)
+    lease = await limiter.acquire("p", limits, 500)
+    clock.now += 60  # full again while the request ran
+    limiter.release(lease, used_tokens=0)
+    await limiter.acquire("p", limits, 1000)
+    await refused(limiter, limits, 1)
+
+
+async def test_using_more_than_reserved_takes_the_excess(limiter: InProcessLimiter, clock: FakeClock) -> None:
+    limits = RateLimits(tokens_per_minute=600)
+    lease = await limiter.acquire("p", limits, 500)
+    limiter.release(lease, used_tokens=800)  # bucket at -200
+    error = await refused(limiter, limits, 10)
+    assert error.retry_after == 21  # 210 tokens at 10 per second
+    assert error.limit_headers["x-ratelimit-remaining-tokens-minute"] == "0"  # never negative
+    clock.now += 21
+    await limiter.acquire("p", limits, 10)
+
+
+async def test_concurrency_places_are_held_until_released(limiter: InProcessLimiter) -> None:
+    limits = RateLimits(max_concurrent_requests=2)
+    first, _ = [await limiter.acquire("p", limits, 1) for _ in range(2)]
+    error = await refused(limiter, limits)
+    assert error.retry_after == 1 and error.message == (
+        "project rate limit reached: 2 concurrent requests; a place frees when one of them ends, retry in 1 s"
+    )
+    assert error.limit_headers == {}  # la Plateforme has no concurrency header
+    limiter.release(first, 1)
+    limiter.release(first, 1)  # twice frees one place, not two
+    await limiter.acquire("p", limits, 1)
+    await refused(limiter, limits)
+
+
+async def test_a_refusal_takes_nothing_from_the_other_limits(limiter: InProcessLimiter) -> None:
+    limits = RateLimits(requests_per_minute=10, tokens_per_minute=1000, max_concurrent_requests=1)
+    held = await limiter.acquire("p", limits, 900)
+    await refused(limiter, limits, 200)  # tokens short: no request taken
+    limiter.release(held, used_tokens=900)
+    held = await limiter.acquire("p", limits, 50)
+    await refused(limiter, limits, 10)  # concurrency short: no request, no tokens taken
+    limiter.release(held, used_tokens=50)
+    lease = await limiter.acquire("p", limits, 10)
+    assert lease.limit_headers == {
+        "x-ratelimit-limit-req-minute": "10",
+        "x-ratelimit-remaining-req-minute": "7",
+        "x-ratelimit-limit-tokens-minute": "1000",
+        "x-ratelimit-remaining-tokens-minute": "40",
+    }
+
+
+async def test_a_request_larger_than_the_token_limit_can_never_pass(limiter: InProcessLimiter) -> None:
+    limits = RateLimits(requests_per_minute=5, tokens_per_minute=100)
+    error = await refused(limiter, limits, 101)
+    assert error.code == "request_exceeds_token_limit" and error.status == 429
+    assert "needs 101 tokens (prompt + max_tokens)" in error.message
+    assert "allows 100 tokens per minute" in error.message and "lower max_tokens" in error.message
+    assert error.retry_after is None  # no wait can make it fit: no promise of one, and SDKs must not retry
+    assert error.headers() == {
+        "x-should-retry": "false",
+        "x-ratelimit-limit-req-minute": "5",
+        "x-ratelimit-remaining-req-minute": "0",
+        "x-ratelimit-limit-tokens-minute": "100",
+        "x-ratelimit-remaining-tokens-minute": "0",
+    }
+    lease = await limiter.acquire("p", limits, 100)  # it took nothing
+    assert lease.limit_headers["x-ratelimit-remaining-req-minute"] == "4"
+
+
+async def test_limits_changed_by_the_operator_apply_at_the_next_call(
+    limiter: InProcessLimiter, clock: FakeClock
+) -> None:
+    await limiter.acquire("p", RateLimits(requests_per_minute=60), 1)  # 59 left
+    lowered = RateLimits(requests_per_minute=10)
+    leases = [await limiter.acquire("p", lowered, 1) for _ in range(10)]  # clamped to 10
+    assert leases[0].limit_headers["x-ratelimit-limit-req-minute"] == "10"
+    assert (await refused(limiter, lowered)).message.startswith("project rate limit reached: 10 requests per minute")
+    raised = RateLimits(requests_per_minute=120)
+    clock.now += 1  # refills at the new rate: 2 per second
+    for _ in range(2):
+        await limiter.acquire("p", raised, 1)
+    await refused(limiter, raised)
+    for _ in range(100):  # the limit lifted
+        assert (await limiter.acquire("p", RateLimits(), 1)).limit_headers == {}
+
+
+async def test_scopes_have_their_own_buckets(limiter: InProcessLimiter) -> None:
+    limits = RateLimits(requests_per_minute=1)
+    await limiter.acquire("a", limits, 1)
+    await limiter.acquire("b", limits, 1)
+    with pytest.raises(RateLimitExceededError):
+        await limiter.acquire("a", limits, 1)
+
+
+async def test_no_limits_admit_everything_without_headers(limiter: InProcessLimiter) -> None:
+    for _ in range(100):
+        lease = await limiter.acquire("p", RateLimits(), 10_000)
+        assert lease.limit_headers == {}
+        limiter.release(lease, 20_000)
+
+
+async def test_build_limiter_picks_redis_only_with_a_url() -> None:
+    assert isinstance(build_limiter(None), InProcessLimiter)
+    made = build_limiter("redis://127.0.0.1:6379/0")  # connects lazily
+    assert isinstance(made, RedisLimiter)
+    await made.aclose()

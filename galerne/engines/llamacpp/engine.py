@@ -250,6 +250,7 @@ class LlamaCppEngine:
             num_queued=len(self._inbox) + len(self._scheduler.waiting),
             num_active=self._scheduler.num_active,
             num_slots=self.config.num_slots,
+            is_healthy=self._thread.is_alive() and not (self._is_broken or self._is_stopping),
         )
 
     def wake(self) -> None:
