@@ -63,6 +63,15 @@ class Admission:
                 code="model_not_allowed",
             )
 
+    async def precheck(self, principal: Principal, entry: ModelEntry) -> None:
+        """Refuse (403/429) what is bound to be refused, before the request's expensive preparation:
+        a model the project may not use, a spent budget, a rate limit with no room left at all."""
+        self.check_model(principal, entry)
+        if principal.project_id is None:
+            return
+        await self._check_budget(principal, principal.project_id)
+        await self._limiter.check(principal.project_id, principal.limits)
+
     async def admit(self, principal: Principal, entry: ModelEntry, reserved_tokens: int) -> Ticket:
         """Refuse (429) a project over its monthly budget or its rate limits; otherwise hold its share."""
         if principal.project_id is None:

@@ -105,12 +105,19 @@ class ChatService:
         """Validate, admit and submit; raises 4xx errors (unknown or forbidden model, bad conversation,
         too long, over a limit or budget, busy) before anything is generated."""
         entry = self._registry.catalog.resolve(request.model)
-        self._admission.check_model(principal, entry)
-        generation_request = to_generation_request(
+        try:
+            # Cheap refusals first: a project over its limits must not get to tokenize a 7 MB prompt.
+            await self._admission.precheck(principal, entry)
+        except RateLimitExceededError as exc:
+            self._metrics.refused.labels(entry.id, exc.code or "").inc()
+            raise
+        default_temperature = entry.default_temperature
+        # Off the loop too: checking a large JSON schema is CPU work every other stream would wait for.
+        generation_request = await asyncio.to_thread(
+            to_generation_request,
             request,
             model_id=entry.id,
-            default_temperature=entry.default_temperature if entry.default_temperature is not None
-            else DEFAULT_TEMPERATURE,
+            default_temperature=DEFAULT_TEMPERATURE if default_temperature is None else default_temperature,
         )
         engine = self._registry.engine_for(entry)
         _check_capabilities(entry, engine.capabilities, generation_request.constraint)

@@ -5,6 +5,8 @@
 -- ARGV[1] = 'acquire', then rpm, tpm, max_concurrent (-1 = unlimited), num_tokens, lease_id, lease_ttl_ms
 --   returns {is_admitted (1/0), shortage (0 none, 1 requests, 2 tokens, 3 concurrency), retry_after_ms,
 --            floor(remaining requests), floor(remaining tokens)}: integers, as Redis truncates Lua numbers.
+-- ARGV[1] = 'check', then rpm, tpm, max_concurrent: what 'acquire' of one token would answer, taking nothing
+--   (a cheap refusal before a request's expensive preparation); same reply.
 -- ARGV[1] = 'release', then tpm (-1 = unlimited), refund (negative takes the excess), lease_id
 --   returns 1
 -- ARGV[1] = 'renew', then lease_ttl_ms, lease ids...: pushes the expiry of those of the ids still held
@@ -51,12 +53,8 @@ local function keep_leases_for(ttl_ms)
   end
 end
 
-if ARGV[1] == 'acquire' then
-  local rpm, tpm, max_concurrent = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-  local num_tokens, lease_id, lease_ttl_ms = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
-  local requests, tokens = 0, 0
-  if rpm >= 0 then requests = refilled(KEYS[1], rpm) end
-  if tpm >= 0 then tokens = refilled(KEYS[2], tpm) end
+-- The refusal for `num_tokens` now, or nil when every limit has room; reads only (expired leases aside).
+local function shortage(rpm, tpm, max_concurrent, num_tokens, requests, tokens)
   if rpm >= 0 and requests < 1 then
     return {0, 1, ms_to_refill(1 - requests, rpm), math.floor(requests), math.floor(tokens)}
   end
@@ -68,6 +66,25 @@ if ARGV[1] == 'acquire' then
     if redis.call('ZCARD', KEYS[3]) >= max_concurrent then
       return {0, 3, 1000, math.floor(requests), math.floor(tokens)}
     end
+  end
+  return nil
+end
+
+if ARGV[1] == 'acquire' or ARGV[1] == 'check' then
+  local rpm, tpm, max_concurrent = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+  local num_tokens = ARGV[1] == 'check' and 1 or tonumber(ARGV[5])
+  local requests, tokens = 0, 0
+  if rpm >= 0 then requests = refilled(KEYS[1], rpm) end
+  if tpm >= 0 then tokens = refilled(KEYS[2], tpm) end
+  local refused = shortage(rpm, tpm, max_concurrent, num_tokens, requests, tokens)
+  if refused then
+    return refused
+  end
+  if ARGV[1] == 'check' then
+    return {1, 0, 0, math.floor(requests), math.floor(tokens)}
+  end
+  local lease_id, lease_ttl_ms = ARGV[6], tonumber(ARGV[7])
+  if max_concurrent >= 0 then
     redis.call('ZADD', KEYS[3], now_ms + lease_ttl_ms, lease_id)
     keep_leases_for(lease_ttl_ms)
   end

@@ -77,6 +77,14 @@ class Limiter(Protocol):
         """
         ...
 
+    async def check(self, scope: str, limits: RateLimits) -> None:
+        """Raise the refusal `acquire` of one token would raise now, taking nothing.
+
+        A cheap early answer: a project already over its limits is refused before its prompt is
+        tokenized or its grammar compiled; `acquire` still decides, atomically, once the size is known.
+        """
+        ...
+
     def release(self, lease: Lease, used_tokens: int) -> None:
         """Give back the concurrency place and refund `reserved_tokens - used_tokens` (negative: take the excess).
 
@@ -180,8 +188,33 @@ class InProcessLimiter:
         self._tokens: dict[str, _Bucket] = {}
         self._num_in_flight: dict[str, int] = {}
 
+    async def check(self, scope: str, limits: RateLimits) -> None:
+        self._refuse_if_short(scope, limits, 1)
+
     async def acquire(self, scope: str, limits: RateLimits, num_tokens: int) -> Lease:
         check_fits(limits, num_tokens)
+        requests, tokens = self._refuse_if_short(scope, limits, num_tokens)
+        if requests is not None:
+            requests.level -= 1
+        if tokens is not None:
+            tokens.level -= num_tokens
+        num_requests_left = requests.level if requests is not None else 0.0
+        num_tokens_left = tokens.level if tokens is not None else 0.0
+        # Counted even without a concurrency limit, so a limit set later sees the requests already running.
+        self._num_in_flight[scope] = self._num_in_flight.get(scope, 0) + 1
+        return Lease(
+            scope=scope,
+            lease_id=uuid.uuid4().hex,
+            reserved_tokens=num_tokens,
+            limit_headers=limit_headers(limits, num_requests_left, num_tokens_left),
+            has_concurrency_place=True,
+            tokens_per_minute=limits.tokens_per_minute,
+        )
+
+    def _refuse_if_short(
+        self, scope: str, limits: RateLimits, num_tokens: int
+    ) -> tuple[_Bucket | None, _Bucket | None]:
+        """The scope's buckets refilled to now; raises the refusal when any limit is short of room."""
         now = self._clock()
         rpm, tpm, max_concurrent = limits.requests_per_minute, limits.tokens_per_minute, limits.max_concurrent_requests
         requests = self._bucket(self._requests, scope, rpm, now)
@@ -194,25 +227,9 @@ class InProcessLimiter:
         if tokens is not None and tpm is not None and tokens.level < num_tokens:
             wait = seconds_to_refill(num_tokens - tokens.level, tpm)
             raise refusal(limits, "tokens", wait, num_requests_left, num_tokens_left)
-        num_in_flight = self._num_in_flight.get(scope, 0)
-        if max_concurrent is not None and num_in_flight >= max_concurrent:
+        if max_concurrent is not None and self._num_in_flight.get(scope, 0) >= max_concurrent:
             raise refusal(limits, "concurrency", 1, num_requests_left, num_tokens_left)
-        if requests is not None:
-            requests.level -= 1
-            num_requests_left = requests.level
-        if tokens is not None:
-            tokens.level -= num_tokens
-            num_tokens_left = tokens.level
-        # Counted even without a concurrency limit, so a limit set later sees the requests already running.
-        self._num_in_flight[scope] = num_in_flight + 1
-        return Lease(
-            scope=scope,
-            lease_id=uuid.uuid4().hex,
-            reserved_tokens=num_tokens,
-            limit_headers=limit_headers(limits, num_requests_left, num_tokens_left),
-            has_concurrency_place=True,
-            tokens_per_minute=tpm,
-        )
+        return requests, tokens
 
     def release(self, lease: Lease, used_tokens: int) -> None:
         if lease.is_released:

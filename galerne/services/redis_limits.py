@@ -108,6 +108,23 @@ class RedisLimiter:
             self._start_heartbeat()
         return lease
 
+    async def check(self, scope: str, limits: RateLimits) -> None:
+        if limits.is_unlimited:
+            return
+        args: list[str | int] = [
+            "check",
+            _or_unlimited(limits.requests_per_minute),
+            _or_unlimited(limits.tokens_per_minute),
+            _or_unlimited(limits.max_concurrent_requests),
+        ]
+        try:
+            reply = await self._script(keys=self._keys(scope), args=args)
+        except (RedisError, OSError) as exc:
+            raise self._unreachable("checking a project's limits", exc) from exc
+        is_admitted, shortage, retry_after_ms, num_requests_left, num_tokens_left = (int(value) for value in reply)
+        if not is_admitted:
+            raise refusal(limits, _SHORTAGES[shortage], retry_after_ms / 1000, num_requests_left, num_tokens_left)
+
     def release(self, lease: Lease, used_tokens: int) -> None:
         """Scheduled, not awaited: it runs from `finally` blocks of requests that may be cancelled."""
         if lease.is_released:

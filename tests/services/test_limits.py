@@ -197,3 +197,15 @@ async def test_build_limiter_picks_redis_only_with_a_url() -> None:
     made = build_limiter("redis://127.0.0.1:6379/0")  # connects lazily
     assert isinstance(made, RedisLimiter)
     await made.aclose()
+
+
+async def test_check_refuses_what_acquire_would_and_takes_nothing(limiter: InProcessLimiter) -> None:
+    limits = RateLimits(requests_per_minute=2, max_concurrent_requests=5)
+    await limiter.check("p", limits)
+    await limiter.check("p", limits)
+    first = await limiter.acquire("p", limits, 1)
+    await limiter.acquire("p", limits, 1)  # the checks took nothing: both requests still fit
+    with pytest.raises(RateLimitExceededError, match="2 requests per minute"):
+        await limiter.check("p", limits)
+    limiter.release(first, 1)
+    await limiter.check("q", RateLimits(max_concurrent_requests=1))

@@ -316,3 +316,16 @@ async def test_places_released_while_redis_is_cut_come_back_when_it_returns(
             await asyncio.sleep(0.1)
     await limiter.acquire(scope, limits, 1)  # both places came back
     await through_proxy.aclose()
+
+
+async def test_check_refuses_what_acquire_would_and_takes_nothing(limiter: RedisLimiter, scope: str) -> None:
+    limits = RateLimits(requests_per_minute=2, tokens_per_minute=1000, max_concurrent_requests=1)
+    for _ in range(3):
+        await limiter.check(scope, limits)
+    lease = await limiter.acquire(scope, limits, 10)
+    assert lease.limit_headers["x-ratelimit-remaining-req-minute"] == "1"  # the checks took nothing
+    with pytest.raises(RateLimitExceededError, match="1 concurrent requests"):
+        await limiter.check(scope, limits)
+    limiter.release(lease, 10)
+    await asyncio.sleep(0.05)
+    await limiter.check(scope, limits)

@@ -33,7 +33,7 @@ async def test_an_engine_whose_loop_crashed_is_not_healthy(monkeypatch: pytest.M
 
         monkeypatch.setattr(Scheduler, "admit", crash)
         request = GenerationRequest(messages=(ChatMessage(Role.USER, "Hi"),), sampling=SamplingParams(max_tokens=4))
-        generation = engine.submit(engine.prepare(request))
+        [generation] = engine.submit(await engine.prepare(request))
         events = [event async for event in generation.events()]
         assert events[-1].finish_reason == FinishReason.ERROR
         for _ in range(100):
