@@ -20,6 +20,7 @@ how to fix it.
     │   └── BudgetExceededError (429, code budget_exceeded)
     ├── EngineOverloadedError (429 rate_limit_error, Retry-After)
     ├── EngineUnavailableError (503 server_error, Retry-After)
+    ├── MeteringUnavailableError (503 server_error, Retry-After): usage could not be recorded safely
     └── ConfigurationError (raised at start-up; never reaches a client)
 """
 
@@ -160,6 +161,22 @@ class EngineUnavailableError(GalerneError):
     code = "engine_unavailable"
 
     def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class MeteringUnavailableError(GalerneError):
+    """New requests are paused because their usage could not be recorded safely: the database has been
+    unreachable long enough for this server's backlog of unwritten records to reach its bound."""
+
+    status = 503
+    type = "server_error"
+    code = "metering_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 30) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 

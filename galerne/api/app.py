@@ -22,7 +22,7 @@ from galerne.services.admission import Admission
 from galerne.services.auth import Authenticator
 from galerne.services.chat import ChatService
 from galerne.services.limits import build_limiter
-from galerne.services.metering import UsageMeter
+from galerne.services.metering import MeterOptions, UsageMeter
 from galerne.services.metrics import Metrics
 from galerne.services.models import ModelRegistry
 from galerne.services.usage import UsageReports
@@ -44,7 +44,15 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
             stack.callback(database.close)
             limiter = build_limiter(settings.redis_url)
             stack.push_async_callback(limiter.aclose)
-            meter = UsageMeter(database, flush_seconds=settings.usage_flush_seconds)
+            meter = UsageMeter(
+                database,
+                journal_dir=settings.ensure_home() / "usage-journal" if settings.usage_journal else None,
+                options=MeterOptions(
+                    flush_seconds=settings.usage_flush_seconds,
+                    max_pending=settings.usage_max_pending,
+                    max_journal_bytes=settings.usage_journal_max_bytes,
+                ),
+            )
             stack.callback(meter.close)
             metrics = Metrics()
             registry = ModelRegistry.load(catalog, settings, metrics)
