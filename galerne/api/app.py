@@ -46,8 +46,9 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
             stack.push_async_callback(limiter.aclose)
             meter = UsageMeter(
                 database,
-                journal_dir=settings.ensure_home() / "usage-journal" if settings.usage_journal else None,
-                options=MeterOptions(
+                settings.ensure_home() / "usage-journal",
+                MeterOptions(
+                    is_journalled=settings.usage_journal,
                     flush_seconds=settings.usage_flush_seconds,
                     max_pending=settings.usage_max_pending,
                     max_journal_bytes=settings.usage_journal_max_bytes,
@@ -55,6 +56,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
             )
             stack.callback(meter.close)
             metrics = Metrics()
+            metrics.watch_meter(meter.backlog_bytes, lambda: meter.num_in_memory)
             registry = ModelRegistry.load(catalog, settings, metrics)
             stack.callback(registry.close)
             authenticator = None if settings.no_auth else Authenticator(

@@ -19,12 +19,13 @@ not read back what it just wrote. Past that (the database is down or slow) recor
 are read back `max_batch` at a time when the database returns. When the unwritten backlog on disk reaches
 `max_journal_bytes`, `check_capacity` refuses new requests with 503, since their billing could no longer be
 guaranteed, until the writer has caught up; requests already admitted still record, so the bound is passed
-by at most the requests in flight. Without a journal (`journal_dir=None`) records are held in memory only
-(lost on SIGKILL) and `max_pending` unwritten records is the refusal bound.
+by at most the requests in flight. With `is_journalled=False` (an operator's choice for a data directory that
+does not outlive the process) records are held in memory only, lost on SIGKILL, and `max_pending` unwritten
+records is the refusal bound; segments left by earlier journalled runs are still replayed.
 
 Example::
 
-    meter = UsageMeter(database, journal_dir=home / "usage-journal")
+    meter = UsageMeter(database, home / "usage-journal")
     meter.check_capacity()       # MeteringUnavailableError (503) past the bound
     meter.record(UsageEvent(project_id="p1", key_id="k1", model="smollm2", prompt_tokens=12, ...))
     meter.close()                # writes what is left; what the database cannot take stays journalled
@@ -94,6 +95,7 @@ _ROW_KEYS = frozenset({
 class MeterOptions:
     """How often the writer runs and what it may hold: see the module docstring for the bounds."""
 
+    is_journalled: bool = True
     flush_seconds: float = 0.5
     max_pending: int = 5000
     max_journal_bytes: int = 1 << 30
@@ -111,26 +113,24 @@ def now_utc() -> datetime:
 
 
 class UsageMeter:
-    def __init__(
-        self, database: Database, *, journal_dir: Path | None = None, options: MeterOptions | None = None
-    ) -> None:
+    def __init__(self, database: Database, journal_dir: Path, options: MeterOptions | None = None) -> None:
         self._database = database
         self._options = options or MeterOptions()
         self._lock = threading.Lock()  # what `record` touches
         self._flush_lock = threading.Lock()  # one flush at a time
-        self._unjournalled: list[dict[str, Any]] = []  # no journal, or writing to it failed
+        self._unjournalled: list[dict[str, Any]] = []  # journal off, or writing to it failed
         self._pending: deque[tuple[int, int, dict[str, Any]]] = deque()  # (start, end, row) of the active segment
         self._is_spilled = False  # records past `_pending` are on disk only
         self._committed: dict[str, int | None] = {}  # segment id -> offset in the database (None: ask it)
         self._orphans: list[JournalSegment] = []
         self._active: JournalSegment | None = None
-        self._journal = Journal(journal_dir) if journal_dir is not None else None
-        if self._journal is not None:
-            self._orphans = self._journal.adopt_orphans()
-            self._committed.update(dict.fromkeys((segment.id for segment in self._orphans), None))
+        self._journal = Journal(journal_dir)
+        self._orphans = self._journal.adopt_orphans()
+        self._committed.update(dict.fromkeys((segment.id for segment in self._orphans), None))
+        if self._options.is_journalled:
             self._active = self._journal.create_segment()
             self._committed[self._active.id] = 0
-            self._replay()
+        self._replay()
         self._wakeup = threading.Event()
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
@@ -138,8 +138,9 @@ class UsageMeter:
 
     def check_capacity(self) -> None:
         """Refuse a new request (503) when its record could not be kept within the bounds."""
-        if len(self._unjournalled) >= self._options.max_pending or (
-            self._journal is not None and self.backlog_bytes() >= self._options.max_journal_bytes
+        if (
+            len(self._unjournalled) >= self._options.max_pending
+            or self.backlog_bytes() >= self._options.max_journal_bytes
         ):
             raise MeteringUnavailableError(
                 "new requests are paused because their usage cannot be recorded safely: the usage database has "
@@ -189,25 +190,26 @@ class UsageMeter:
                     self._drain(orphan, orphan.size)
                     self._orphans.remove(orphan)
                     self._retire(orphan)
-                if self._active is not None and self._journal is not None:
+                if self._active is not None:
                     self._drain(self._active, self._active.size)
-                    self._rotate_if_drained(self._journal, self._active)
+                    self._rotate_if_drained(self._active)
             except Exception:
                 logger.exception("writing usage records failed; they are kept and retried")
                 raise
 
     def close(self) -> None:
         """Stop the writer and write what is left; what the database cannot take now stays journalled and is
-        written at the next start (without a journal it is lost, and said so)."""
+        written at the next start (what was only in memory is lost, and said so)."""
         self._closing.set()
         self._wakeup.set()
         self._thread.join(timeout=30)
         try:
             self.flush()
         except Exception:
-            if self._journal is None:
-                logger.error("%d usage records are lost: the database is unreachable", len(self._unjournalled))
-            else:
+            if self._unjournalled:
+                logger.error("%d usage records held only in memory are lost: the database is unreachable",
+                             len(self._unjournalled))
+            if self.backlog_bytes():
                 logger.error("%d bytes of usage records stay in %s and are written at the next start",
                              self.backlog_bytes(), self._journal.directory)
         for orphan in self._orphans:
@@ -295,14 +297,14 @@ class UsageMeter:
             if self._is_spilled and self._active is not None and self._active.size == offset:
                 self._is_spilled = False
 
-    def _rotate_if_drained(self, journal: Journal, active: JournalSegment) -> None:
+    def _rotate_if_drained(self, active: JournalSegment) -> None:
         """Swap a big, fully written segment for a fresh one, so the journal does not grow for ever."""
         if active.size < self._options.rotate_bytes:
             return
         with self._lock:
             if self._committed.get(active.id) != active.size:
                 return
-            fresh = journal.create_segment()
+            fresh = self._journal.create_segment()
             self._committed[fresh.id] = 0
             self._active = fresh
         self._retire(active)

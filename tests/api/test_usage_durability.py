@@ -16,6 +16,8 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
+import redis
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
@@ -25,9 +27,11 @@ from galerne.storage.tables import UsageDaily, UsageRecord
 from tests.conftest import RunningServer, run_cli, start_server, stop_server
 from tests.databases import fresh_database_url
 from tests.tcp_proxy import TcpProxy
+from tests.upstream import running_upstream
 
 NUM_ROUNDS = 10
 NUM_CLIENTS = 8
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def records_by_key(database_url: str) -> Counter[str]:
@@ -48,41 +52,48 @@ def records_by_key(database_url: str) -> Counter[str]:
 class Load:
     """Clients sending chat completions (streamed and not) back to back, and what they sent and got whole."""
 
-    def __init__(self, server: RunningServer, keys: dict[str, str]) -> None:
+    def __init__(self, server: RunningServer, keys: dict[str, str], model: str = "smollm2") -> None:
         self.server = server
         self.keys = keys  # key id -> key
+        self.model = model
         self.sent: Counter[str] = Counter()
         self.answered: Counter[str] = Counter()
         self.num_answered = 0
+        self.is_stopping = False
 
-    async def run_until_killed(self, kill_after: int) -> None:
-        """Kill the server with SIGKILL the moment the `kill_after`-th answer has arrived whole."""
+    async def run_until_killed(self, kill_after: int, pids: list[int] | None = None) -> None:
+        """SIGKILL `pids` (default: the server) the moment the `kill_after`-th answer has arrived whole;
+        the clients stop after what they are sending then."""
         async with httpx.AsyncClient(base_url=self.server.base_url, timeout=60) as client:
             key_ids = sorted(self.keys)
             await asyncio.gather(*(
                 self._client(client, key_ids[index % len(key_ids)], is_streamed=index % 4 < 2, index=index,
-                             kill_after=kill_after)
+                             kill_after=kill_after, pids=pids or [self.server.process.pid])
                 for index in range(NUM_CLIENTS)
             ))
 
     async def _client(self, client: httpx.AsyncClient, key_id: str, *, is_streamed: bool, index: int,
-                      kill_after: int) -> None:
+                      kill_after: int, pids: list[int]) -> None:
         headers = {"Authorization": f"Bearer {self.keys[key_id]}"}
         for turn in range(1000):
-            body = {"model": "smollm2", "max_tokens": 3 + (index + turn) % 5, "stream": is_streamed,
+            if self.is_stopping:
+                return
+            body = {"model": self.model, "max_tokens": 3 + (index + turn) % 5, "stream": is_streamed,
                     "messages": [{"role": "user", "content": f"Name a colour ({index}.{turn})."}]}
             self.sent[key_id] += 1
             try:
                 is_whole = await (self._stream(client, body, headers) if is_streamed
                                   else self._complete(client, body, headers))
             except httpx.HTTPError:
-                return  # the server is gone
+                return  # the server (or the worker holding this connection) is gone
             if not is_whole:
                 return
             self.answered[key_id] += 1
             self.num_answered += 1
             if self.num_answered == kill_after:
-                os.kill(self.server.process.pid, signal.SIGKILL)
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+                self.is_stopping = True
 
     async def _complete(self, client: httpx.AsyncClient, body: dict[str, object], headers: dict[str, str]) -> bool:
         response = await client.post("/v1/chat/completions", json=body, headers=headers)
@@ -178,3 +189,60 @@ def test_database_down_requests_are_journalled_then_refused_past_the_bound(tmp_p
         finally:
             stop_server(server)
         assert records_by_key(direct_url).total() == 2 + num_answered
+
+
+def worker_pids(parent: int, count: int) -> list[int]:
+    """The uvicorn worker processes of a `serve --workers` parent, once `count` of them are running."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        workers = [int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        if len(workers) == count:
+            return workers
+        time.sleep(0.1)
+    raise AssertionError(f"{parent} has not {count} workers")
+
+
+def test_workers_replay_only_the_journals_of_dead_workers(tmp_path: Path) -> None:
+    """`serve --workers 2`: a killed worker's replacement replays its journal while the other worker keeps
+    its own; then everything is SIGKILLed and a restart replays both."""
+    try:
+        redis.Redis.from_url(REDIS_URL).ping()
+    except redis.RedisError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Redis is not reachable at {REDIS_URL}: {exc}")
+        pytest.skip(f"Redis is not reachable at {REDIS_URL}: {exc}")
+    home = tmp_path
+    url = f"sqlite:///{home / 'galerne.db'}"
+    with running_upstream() as upstream:
+        config = home / "catalogue.toml"
+        config.write_text(f'[[models]]\nid = "relay"\nengine = "remote"\nbase_url = "{upstream.base_url}"\n'
+                          "context_length = 4096\n")
+        run_cli(home, "projects", "create", "workers")
+        created = run_cli(home, "keys", "create", "--project", "workers")
+        keys = {str(created["id"]): str(created["key"])}
+        arguments = {"config": config, "api_key": str(created["key"]), "extra_args": ("--workers", "2"),
+                     "env": {"GALERNE_REDIS_URL": REDIS_URL}}
+        server = start_server(home, **arguments)  # type: ignore[arg-type]
+        try:
+            first, second = worker_pids(server.process.pid, 2)
+            load = Load(server, keys, model="relay")
+            asyncio.run(load.run_until_killed(kill_after=40, pids=[first]))
+            replacement = next(pid for pid in worker_pids(server.process.pid, 2) if pid != second)
+            assert replacement != first
+            key_id = next(iter(keys))
+            deadline = time.monotonic() + 60  # the replacement replays as it starts; the other flushes in 0.5 s
+            while (recorded := records_by_key(url)[key_id]) < load.answered[key_id] and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert load.answered[key_id] <= recorded <= load.sent[key_id]
+            again = Load(server, keys, model="relay")
+            workers = worker_pids(server.process.pid, 2)
+            asyncio.run(again.run_until_killed(kill_after=40, pids=[server.process.pid, *workers]))
+            server.process.wait(timeout=30)
+        finally:
+            stop_server(server)
+        server = start_server(home, **arguments)  # type: ignore[arg-type]
+        stop_server(server)
+    recorded = records_by_key(url)[key_id]
+    assert load.answered[key_id] + again.answered[key_id] <= recorded <= load.sent[key_id] + again.sent[key_id]
+    assert list((home / "usage-journal").glob(f"*{SEGMENT_SUFFIX}")) == []

@@ -36,9 +36,9 @@ def event(status: UsageStatus = UsageStatus.OK, prompt: int = 10, completion: in
     )
 
 
-def quiet_meter(database: Database, journal: Path | None, **options: int) -> UsageMeter:
+def quiet_meter(database: Database, journal: Path, **options: int) -> UsageMeter:
     """A meter whose writer never fires on its own in a test: only `flush` and `close` write."""
-    return UsageMeter(database, journal_dir=journal, options=MeterOptions(flush_seconds=3600, **options))
+    return UsageMeter(database, journal, MeterOptions(flush_seconds=3600, **options))
 
 
 def num_records(database: Database) -> int:
@@ -75,9 +75,8 @@ def test_the_journal_reads_back_the_fields_of_a_row() -> None:
 
 
 @pytest.mark.parametrize("is_journalled", [True, False], ids=["journal", "memory"])
-def test_close_flushes_everything_recorded(database: Database, tmp_path: Path, is_journalled: bool) -> None:
-    journal = tmp_path / "journal" if is_journalled else None
-    meter = quiet_meter(database, journal)
+def test_close_flushes_everything_recorded(database: Database, journal: Path, is_journalled: bool) -> None:
+    meter = quiet_meter(database, journal, is_journalled=is_journalled)
     for status in (UsageStatus.OK, UsageStatus.CANCELLED, UsageStatus.ERROR):
         meter.record(event(status))
     meter.close()
@@ -87,13 +86,12 @@ def test_close_flushes_everything_recorded(database: Database, tmp_path: Path, i
         assert {r.ttft_ms for r in records} == {12}
         totals = aggregate_usage(session, [UsageGrouping.PROJECT], UsageFilter())
         assert totals[0]["num_requests"] == 3 and totals[0]["cost_micros"] == 3 * cost_micros(10, 5, 0.1, 0.3)
-    if journal is not None:  # all written: nothing left on disk, no checkpoint left behind
-        assert list(journal.iterdir()) == []
-        assert num_checkpoints(database) == 0
+    assert list(journal.iterdir()) == []  # all written: nothing left on disk, no checkpoint left behind
+    assert num_checkpoints(database) == 0
 
 
 def test_the_writer_flushes_on_its_own(database: Database, journal: Path) -> None:
-    meter = UsageMeter(database, journal_dir=journal, options=MeterOptions(flush_seconds=0.05))
+    meter = UsageMeter(database, journal, MeterOptions(flush_seconds=0.05))
     meter.record(event())
     deadline = datetime.now(UTC).timestamp() + 10
     count = 0
@@ -121,7 +119,7 @@ _KILLED_PROCESS = textwrap.dedent("""
     from galerne.storage.journal import SEGMENT_SUFFIX
 
     url, journal, num_flushed, num_unflushed, ending = sys.argv[1:]
-    meter = UsageMeter(Database.open(url), journal_dir=Path(journal), options=MeterOptions(flush_seconds=3600))
+    meter = UsageMeter(Database.open(url), Path(journal), MeterOptions(flush_seconds=3600))
     def record(n):
         for _ in range(n):
             meter.record(UsageEvent("p1", "k1", "m", 10, 5, 2, 0.01, 0.5, UsageStatus.OK, datetime.now(UTC)))
@@ -279,9 +277,9 @@ def test_past_the_journal_bound_new_requests_are_refused_until_the_database_is_b
     assert num_records(database) == num_admitted + 1
 
 
-def test_without_a_journal_memory_is_the_bound(proxied_postgres: tuple[Database, TcpProxy]) -> None:
+def test_without_a_journal_memory_is_the_bound(proxied_postgres: tuple[Database, TcpProxy], tmp_path: Path) -> None:
     database, proxy = proxied_postgres
-    meter = quiet_meter(database, None, max_pending=4)
+    meter = quiet_meter(database, tmp_path, is_journalled=False, max_pending=4)
     proxy.cut()
     for _ in range(4):
         meter.check_capacity()
@@ -295,3 +293,14 @@ def test_without_a_journal_memory_is_the_bound(proxied_postgres: tuple[Database,
     meter.check_capacity()
     meter.close()
     assert num_records(database) == 4
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_turning_the_journal_off_still_replays_what_was_journalled(database: Database, journal: Path) -> None:
+    run_killed_process(database, journal, num_flushed=0, num_unflushed=3)
+    meter = quiet_meter(database, journal, is_journalled=False)
+    assert num_records(database) == 3
+    meter.record(event())
+    meter.close()
+    assert num_records(database) == 4
+    assert list(journal.iterdir()) == []
