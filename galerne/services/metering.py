@@ -120,6 +120,7 @@ class UsageMeter:
         self._flush_lock = threading.Lock()  # one flush at a time
         self._unjournalled: list[dict[str, Any]] = []  # journal off, or writing to it failed
         self._pending: deque[tuple[int, int, dict[str, Any]]] = deque()  # (start, end, row) of the active segment
+        self._taken: deque[tuple[int, int, dict[str, Any]]] = deque()  # the writer's, swapped out of `_pending`
         self._is_spilled = False  # records past `_pending` are on disk only
         self._committed: dict[str, int | None] = {}  # segment id -> offset in the database (None: ask it)
         self._orphans: list[JournalSegment] = []
@@ -155,7 +156,7 @@ class UsageMeter:
     @property
     def num_in_memory(self) -> int:
         """Records held in memory until written (at most `max_pending`, plus requests in flight)."""
-        return len(self._pending) + len(self._unjournalled)
+        return len(self._pending) + len(self._taken) + len(self._unjournalled)
 
     def record(self, event: UsageEvent) -> None:
         """Journal one record (one write to the OS, never a database call) and queue it for the writer."""
@@ -172,7 +173,7 @@ class UsageMeter:
                     logger.exception("journalling a usage record failed; it is kept in memory until written")
                     self._unjournalled.append(row)
                     return
-                if not self._is_spilled and len(self._pending) < self._options.max_pending:
+                if not self._is_spilled and len(self._pending) + len(self._taken) < self._options.max_pending:
                     self._pending.append((start, end, row))
                 else:
                     self._is_spilled = True
@@ -278,23 +279,32 @@ class UsageMeter:
         return offset
 
     def _next_batch(self, segment: JournalSegment, committed: int, target: int) -> tuple[list[dict[str, Any]], int]:
-        """The next records after `committed`: from memory when it holds them, else read back from disk."""
+        """The next records after `committed`: from memory when it holds them, else read back from disk.
+
+        The writer swaps the queue out whole (O(1) under the lock, as `record` needs that lock) and works
+        on its own copy, so a large batch never holds up a request."""
         if segment is self._active:
-            with self._lock:
-                while self._pending and self._pending[0][1] <= committed:
-                    self._pending.popleft()
-                if self._pending and self._pending[0][0] == committed:
-                    batch = list(itertools.islice(self._pending, self._options.max_batch))
-                    return [row for _, _, row in batch], batch[-1][1]
+            self._drop_taken(committed)
+            if not self._taken:
+                with self._lock:
+                    self._taken, self._pending = self._pending, self._taken
+                self._drop_taken(committed)
+            if self._taken and self._taken[0][0] == committed:
+                batch = list(itertools.islice(self._taken, self._options.max_batch))
+                return [row for _, _, row in batch], batch[-1][1]
         records, offset = segment.read(committed, target, self._options.max_batch)
         return [row for row in map(_row_from_journal, records) if row is not None], offset
 
+    def _drop_taken(self, offset: int) -> None:
+        while self._taken and self._taken[0][1] <= offset:
+            self._taken.popleft()
+
     def _forget_pending(self, offset: int) -> None:
         """Drop what is now in the database; once the disk-only records are too, memory takes over again."""
+        self._drop_taken(offset)
         with self._lock:
-            while self._pending and self._pending[0][1] <= offset:
-                self._pending.popleft()
-            if self._is_spilled and self._active is not None and self._active.size == offset:
+            if (self._is_spilled and not self._taken and not self._pending and self._active is not None
+                    and self._active.size == offset):
                 self._is_spilled = False
 
     def _rotate_if_drained(self, active: JournalSegment) -> None:
@@ -305,6 +315,8 @@ class UsageMeter:
             if self._committed.get(active.id) != active.size:
                 return
             fresh = self._journal.create_segment()
+            self._pending.clear()  # all of it is in the database already
+            self._taken.clear()
             self._committed[fresh.id] = 0
             self._active = fresh
         self._retire(active)

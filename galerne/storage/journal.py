@@ -59,7 +59,7 @@ class JournalSegment:
         On failure (disk full) the file is cut back to where it was, so a half-written line cannot glue
         itself to the next record, and the OSError is raised to the caller.
         """
-        data = json.dumps(record, separators=(",", ":"), default=_encode).encode() + b"\n"
+        data = _ENCODER.encode(record).encode() + b"\n"
         start = self.size
         try:
             written = 0
@@ -172,6 +172,9 @@ def _encode(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"cannot journal a {type(value).__name__}")
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_encode)  # one, not one per `json.dumps` call
 
 
 def _decode(line: bytes, path: Path, offset: int) -> dict[str, Any] | None:
