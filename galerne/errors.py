@@ -19,8 +19,9 @@ how to fix it.
     ├── RateLimitExceededError (429 rate_limit_error, Retry-After and x-ratelimit-* headers)
     │   └── BudgetExceededError (429, code budget_exceeded)
     ├── EngineOverloadedError (429 rate_limit_error, Retry-After)
-    ├── EngineUnavailableError (503 server_error, Retry-After)
-    ├── MeteringUnavailableError (503 server_error, Retry-After): usage could not be recorded safely
+    ├── ServiceUnavailableError (503 server_error, Retry-After)
+    │   ├── EngineUnavailableError (503, code engine_unavailable)
+    │   └── MeteringUnavailableError (503, code metering_unavailable): usage could not be recorded safely
     └── ConfigurationError (raised at start-up; never reaches a client)
 """
 
@@ -155,33 +156,32 @@ class EngineOverloadedError(GalerneError):
         return {"Retry-After": str(self.retry_after)}
 
 
-class EngineUnavailableError(GalerneError):
+class ServiceUnavailableError(GalerneError):
+    """A part the platform needs cannot serve now; the client should retry after `retry_after` seconds."""
+
     status = 503
     type = "server_error"
-    code = "engine_unavailable"
+    code = "service_unavailable"
+    default_retry_after = 5
 
-    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
-        self.retry_after = retry_after
+        self.retry_after = self.default_retry_after if retry_after is None else retry_after
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
 
 
-class MeteringUnavailableError(GalerneError):
+class EngineUnavailableError(ServiceUnavailableError):
+    code = "engine_unavailable"
+
+
+class MeteringUnavailableError(ServiceUnavailableError):
     """New requests are paused because their usage could not be recorded safely: the database has been
     unreachable long enough for this server's backlog of unwritten records to reach its bound."""
 
-    status = 503
-    type = "server_error"
     code = "metering_unavailable"
-
-    def __init__(self, message: str, *, retry_after: int = 30) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
+    default_retry_after = 30
 
 
 class ConfigurationError(GalerneError):
