@@ -119,15 +119,16 @@ class UsageMeter:
         self._lock = threading.Lock()  # what `record` touches
         self._flush_lock = threading.Lock()  # one flush at a time
         self._unjournalled: list[dict[str, Any]] = []  # journal off, or writing to it failed
+        self._num_unjournalled_writing = 0  # swapped out of `_unjournalled` by a flush under way
         self._pending: deque[tuple[int, int, dict[str, Any]]] = deque()  # (start, end, row) of the active segment
         self._taken: deque[tuple[int, int, dict[str, Any]]] = deque()  # the writer's, swapped out of `_pending`
         self._is_spilled = False  # records past `_pending` are on disk only
-        self._committed: dict[str, int | None] = {}  # segment id -> offset in the database (None: ask it)
-        self._orphans: list[JournalSegment] = []
+        self._committed: dict[str, int] = {}  # segment id -> offset known to be in the database
+        self._unsure: set[str] = set()  # segments whose offset must be read back from the database
         self._active: JournalSegment | None = None
         self._journal = Journal(journal_dir)
         self._orphans = self._journal.adopt_orphans()
-        self._committed.update(dict.fromkeys((segment.id for segment in self._orphans), None))
+        self._unsure.update(segment.id for segment in self._orphans)
         if self._options.is_journalled:
             self._active = self._journal.create_segment()
             self._committed[self._active.id] = 0
@@ -140,7 +141,7 @@ class UsageMeter:
     def check_capacity(self) -> None:
         """Refuse a new request (503) when its record could not be kept within the bounds."""
         if (
-            len(self._unjournalled) >= self._options.max_pending
+            len(self._unjournalled) + self._num_unjournalled_writing >= self._options.max_pending
             or self.backlog_bytes() >= self._options.max_journal_bytes
         ):
             raise MeteringUnavailableError(
@@ -151,12 +152,12 @@ class UsageMeter:
     def backlog_bytes(self) -> int:
         """Journalled bytes not yet known to be in the database, over this process's segments."""
         segments = [*self._orphans, *([self._active] if self._active is not None else [])]
-        return sum(segment.size - (self._committed.get(segment.id) or 0) for segment in segments)
+        return sum(segment.size - self._committed.get(segment.id, 0) for segment in segments)
 
     @property
     def num_in_memory(self) -> int:
         """Records held in memory until written (at most `max_pending`, plus requests in flight)."""
-        return len(self._pending) + len(self._taken) + len(self._unjournalled)
+        return len(self._pending) + len(self._taken) + len(self._unjournalled) + self._num_unjournalled_writing
 
     def record(self, event: UsageEvent) -> None:
         """Journal one record (one write to the OS, never a database call) and queue it for the writer."""
@@ -240,6 +241,7 @@ class UsageMeter:
     def _flush_unjournalled(self) -> None:
         with self._lock:
             batch, self._unjournalled = self._unjournalled, []
+            self._num_unjournalled_writing = len(batch)
         if not batch:
             return
         try:
@@ -249,6 +251,8 @@ class UsageMeter:
             with self._lock:
                 self._unjournalled[:0] = batch
             raise
+        finally:
+            self._num_unjournalled_writing = 0
 
     def _drain(self, segment: JournalSegment, target: int) -> None:
         """Write a segment's records up to byte `target`, one batch and its new offset per transaction."""
@@ -264,19 +268,18 @@ class UsageMeter:
                     add_usage(session, rows)
                     save_journal_offset(session, segment.id, offset)
             except BaseException:
-                self._committed[segment.id] = None  # the commit may have happened: ask before retrying
+                self._unsure.add(segment.id)  # the commit may have happened: ask before retrying
                 raise
             self._committed[segment.id] = offset
             if segment is self._active:
                 self._forget_pending(offset)
 
     def _committed_offset(self, segment: JournalSegment) -> int:
-        offset = self._committed.get(segment.id)
-        if offset is None:
+        if segment.id in self._unsure:
             with self._database.session() as session:
-                offset = journal_offset(session, segment.id)
-            self._committed[segment.id] = offset
-        return offset
+                self._committed[segment.id] = journal_offset(session, segment.id)
+            self._unsure.discard(segment.id)
+        return self._committed.get(segment.id, 0)
 
     def _next_batch(self, segment: JournalSegment, committed: int, target: int) -> tuple[list[dict[str, Any]], int]:
         """The next records after `committed`: from memory when it holds them, else read back from disk.
@@ -323,7 +326,8 @@ class UsageMeter:
 
     def _retire(self, segment: JournalSegment) -> None:
         """Remove a segment whose records are all in the database, then its checkpoint."""
-        tail = segment.size - (self._committed.pop(segment.id, None) or 0)
+        tail = segment.size - self._committed.pop(segment.id, 0)
+        self._unsure.discard(segment.id)
         if tail > 0:
             logger.warning("skipped a torn last record (%d bytes) at the end of %s", tail, segment.path)
         segment.remove()

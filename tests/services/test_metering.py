@@ -14,9 +14,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event as sqlalchemy_events
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from galerne.errors import MeteringUnavailableError
 from galerne.services.metering import _ROW_KEYS, MeterOptions, UsageEvent, UsageMeter, UsageStatus, cost_micros
@@ -163,6 +165,29 @@ def test_a_kill_right_after_a_commit_is_not_billed_twice(database: Database, jou
     assert len(segment_files(journal)) == 1  # everything in the database, the segment still on disk
     quiet_meter(database, journal).close()
     assert num_records(database) == 6
+
+
+def test_a_commit_whose_answer_was_lost_is_not_written_again(database: Database, journal: Path) -> None:
+    meter = quiet_meter(database, journal)
+    for _ in range(3):
+        meter.record(event())
+    lost: list[bool] = []
+
+    def lose_the_answer(_: Session) -> None:  # the database committed; the writer hears of a failure
+        if not lost:
+            lost.append(True)
+            raise OperationalError("COMMIT", {}, ConnectionError("connection lost"))
+
+    sqlalchemy_events.listen(Session, "after_commit", lose_the_answer)
+    try:
+        with pytest.raises(OperationalError):
+            meter.flush()
+    finally:
+        sqlalchemy_events.remove(Session, "after_commit", lose_the_answer)
+    assert num_records(database) == 3
+    meter.flush()  # reads the checkpoint back instead of writing the batch again
+    meter.close()
+    assert num_records(database) == 3
 
 
 def test_a_torn_last_line_is_skipped(database: Database, journal: Path, caplog: pytest.LogCaptureFixture) -> None:
