@@ -109,6 +109,7 @@ class Load:
         return False
 
 
+@pytest.mark.timeout(1500)  # eleven server starts: about 1 min on 2 quiet cores, 8 min on busy ones
 def test_sigkill_right_after_answers_loses_no_record(tmp_path: Path) -> None:
     """SIGKILL within microseconds of the k-th whole answer, restart on the same home, find every answer's
     record; ten rounds, half with the default writer period, half with a writer busy all the time (so some
