@@ -39,6 +39,18 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, description="Server processes; >1 needs Redis and remote models only.")
     access_log: bool = Field(default=True, description="Log one line per HTTP request (never keys or bodies).")
     usage_flush_seconds: float = Field(default=0.5, gt=0, description="How often usage records are written.")
+    usage_journal: bool = Field(
+        default=True, description="Journal each usage record to `home`/usage-journal before the reply ends, so a "
+        "killed process loses none; off: memory only, as for a data directory that does not outlive the process.",
+    )
+    usage_max_pending: int = Field(
+        default=5000, ge=1, description="Usage records held in memory per process; with the journal, more wait on "
+        "disk only; without it, new requests are refused (503) past this many unwritten records.",
+    )
+    usage_journal_max_bytes: int = Field(
+        default=1 << 30, ge=4096, description="Unwritten usage records on disk per process (about 300 bytes "
+        "each) past which new requests are refused with 503 until the database takes them.",
+    )
     key_cache_seconds: float = Field(default=5.0, ge=0, description="How long a key lookup is trusted.")
 
     def as_environment(self) -> dict[str, str]:

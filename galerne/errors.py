@@ -22,7 +22,8 @@ how to fix it.
     ├── ServiceUnavailableError (503 server_error, Retry-After; details go to the log, never to the client)
     │   ├── EngineUnavailableError (503, code engine_unavailable)
     │   ├── LimitStoreUnavailableError (503, code rate_limit_store_unavailable)
-    │   └── DatabaseUnavailableError (503, code database_unavailable)
+    │   ├── DatabaseUnavailableError (503, code database_unavailable)
+    │   └── MeteringUnavailableError (503, code metering_unavailable): usage could not be recorded safely
     └── ConfigurationError (raised at start-up; never reaches a client)
 """
 
@@ -171,10 +172,11 @@ class ServiceUnavailableError(GalerneError):
     status = 503
     type = "server_error"
     code = "service_unavailable"
+    default_retry_after = 5
 
-    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
-        self.retry_after = retry_after
+        self.retry_after = self.default_retry_after if retry_after is None else retry_after
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
@@ -192,6 +194,14 @@ class LimitStoreUnavailableError(ServiceUnavailableError):
 
 class DatabaseUnavailableError(ServiceUnavailableError):
     code = "database_unavailable"
+
+
+class MeteringUnavailableError(ServiceUnavailableError):
+    """New requests are paused because their usage could not be recorded safely: the database has been
+    unreachable long enough for this server's backlog of unwritten records to reach its bound."""
+
+    code = "metering_unavailable"
+    default_retry_after = 30
 
 
 class ConfigurationError(GalerneError):

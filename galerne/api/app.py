@@ -25,7 +25,7 @@ from galerne.services.auth import Authenticator
 from galerne.services.chat import ChatService
 from galerne.services.health import HealthCheck
 from galerne.services.limits import Limiter, build_limiter
-from galerne.services.metering import UsageMeter
+from galerne.services.metering import MeterOptions, UsageMeter
 from galerne.services.metrics import Metrics
 from galerne.services.models import ModelRegistry
 from galerne.services.usage import UsageReports
@@ -50,9 +50,19 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
             limiter = build_limiter(settings.redis_url)
             stack.push_async_callback(limiter.aclose)
             await _warn_if_unreachable(limiter)
-            meter = UsageMeter(database, flush_seconds=settings.usage_flush_seconds)
+            meter = UsageMeter(
+                database,
+                settings.ensure_home() / "usage-journal",
+                MeterOptions(
+                    is_journalled=settings.usage_journal,
+                    flush_seconds=settings.usage_flush_seconds,
+                    max_pending=settings.usage_max_pending,
+                    max_journal_bytes=settings.usage_journal_max_bytes,
+                ),
+            )
             stack.callback(meter.close)
             metrics = Metrics()
+            metrics.watch_meter(meter.backlog_bytes, lambda: meter.num_in_memory)
             registry = ModelRegistry.load(catalog, settings, metrics)
             stack.callback(registry.close)
             authenticator = None if settings.no_auth else Authenticator(

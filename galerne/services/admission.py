@@ -73,7 +73,9 @@ class Admission:
         await self._limiter.check(principal.project_id, principal.limits)
 
     async def admit(self, principal: Principal, entry: ModelEntry, reserved_tokens: int) -> Ticket:
-        """Refuse (429) a project over its monthly budget or its rate limits; otherwise hold its share."""
+        """Refuse (429) a project over its monthly budget or its rate limits, and (503) any request whose
+        usage could not be recorded safely; otherwise hold its share."""
+        self._meter.check_capacity()
         if principal.project_id is None:
             return Ticket(principal, entry, lease=None)
         await self._check_budget(principal, principal.project_id)

@@ -176,6 +176,7 @@ class ChatService:
                 if event.text and not run.progress[index].is_holding_tool_calls:
                     yield self._chunk(run, index, wire.Delta(content=event.text))
             status = self._final_status(run)
+            self._record(run, status)  # durable before the final chunks and [DONE] go out
             last = len(run.generations) - 1
             for index, progress in enumerate(run.progress):
                 message, reason = _reply(run.constraint, "".join(progress.text), progress.finish_reason)

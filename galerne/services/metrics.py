@@ -62,6 +62,20 @@ class Metrics:
         self._active_slots = Gauge(
             "galerne_active_slots", "Slots generating or prefilling.", ["model"], registry=self.registry
         )
+        self._usage_backlog = Gauge(
+            "galerne_usage_backlog_bytes",
+            "Usage records journalled on disk but not yet in the database; new requests get 503 past "
+            "GALERNE_USAGE_JOURNAL_MAX_BYTES.",
+            registry=self.registry,
+        )
+        self._usage_in_memory = Gauge(
+            "galerne_usage_records_in_memory", "Usage records held in memory until written.", registry=self.registry
+        )
+
+    def watch_meter(self, backlog_bytes: Callable[[], int], num_in_memory: Callable[[], int]) -> None:
+        """Read the usage writer's backlog at scrape time: a growing one means the database is not taking it."""
+        self._usage_backlog.set_function(backlog_bytes)
+        self._usage_in_memory.set_function(num_in_memory)
 
     def watch_engine(self, model: str, stats: Callable[[], EngineStats]) -> None:
         """Read queue depth and busy slots from the engine at scrape time, not on the hot path."""

@@ -131,3 +131,17 @@ class UsageDaily(Base):
     cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
 
     __table_args__ = (Index("ix_usage_daily_project_day", "project_id", "day"),)
+
+
+class UsageJournalCheckpoint(Base):
+    """How far into a local journal segment the usage rows are in this database.
+
+    Updated in the same transaction as the rows it counts, so a process killed after that commit but
+    before removing the segment replays from here and bills nothing twice.
+    """
+
+    __tablename__ = "usage_journal_checkpoints"
+
+    journal_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    committed_offset: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,22 +1,24 @@
 """Usage rows and their daily rollups, written in one transaction, and the aggregate queries over them.
 
 Reports and budget checks read `usage_daily` only, so they cost the same at a thousand requests or at
-millions; the per-request rows stay for audits and exports.
+millions; the per-request rows stay for audits and exports. A batch replayed from a local journal segment
+carries the segment's offset, stored in the same transaction (`usage_journal_checkpoints`), so the rows,
+their rollups and "how far this segment is billed" commit or fail together.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, func, insert, select
+from sqlalchemy import ColumnElement, Table, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from galerne.storage.tables import ApiKey, Project, UsageDaily, UsageRecord
+from galerne.storage.tables import ApiKey, Project, UsageDaily, UsageJournalCheckpoint, UsageRecord
 
 _ROLLUP_SUMS = ("num_requests", "num_cancelled", "num_errors", "prompt_tokens", "completion_tokens", "cost_micros")
 
@@ -44,6 +46,32 @@ def add_usage(session: Session, records: Sequence[dict[str, Any]]) -> None:
     # A Core executemany on the table, not the ORM's bulk path: the driver inserts the batch in one call.
     session.execute(insert(cast(Table, UsageRecord.__table__)), list(records))
     session.execute(_upsert_rollup(session), _rollups(records))
+
+
+def journal_offset(session: Session, journal_id: str) -> int:
+    """How many bytes of journal segment `journal_id` are already in this database (0 when none)."""
+    offset = session.scalar(
+        select(UsageJournalCheckpoint.committed_offset).where(UsageJournalCheckpoint.journal_id == journal_id)
+    )
+    return int(offset or 0)
+
+
+def save_journal_offset(session: Session, journal_id: str, offset: int) -> None:
+    """Record that segment `journal_id` is in this database up to `offset`; call it in the session that
+    adds those rows, so both commit together."""
+    statement = _dialect_insert(session, UsageJournalCheckpoint)
+    values = {"journal_id": journal_id, "committed_offset": offset, "updated_at": datetime.now(UTC)}
+    session.execute(
+        statement.values(values).on_conflict_do_update(
+            index_elements=["journal_id"],
+            set_={"committed_offset": offset, "updated_at": values["updated_at"]},
+        )
+    )
+
+
+def forget_journal(session: Session, journal_id: str) -> None:
+    """Drop the checkpoint of a segment that was removed from disk (ids are never reused)."""
+    session.execute(delete(UsageJournalCheckpoint).where(UsageJournalCheckpoint.journal_id == journal_id))
 
 
 def monthly_totals(session: Session, project_id: str, first_day: date) -> tuple[int, int]:
@@ -139,15 +167,19 @@ def _rollups(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def _upsert_rollup(session: Session) -> Any:
     """INSERT … ON CONFLICT DO UPDATE adding a batch's sums, run once per rollup row of the batch
     (an executemany); both SQLite and PostgreSQL have it."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        statement: Any = postgresql.insert(UsageDaily)
-    elif dialect == "sqlite":
-        statement = sqlite.insert(UsageDaily)
-    else:
-        raise NotImplementedError(f"usage rollups need SQLite or PostgreSQL, not {dialect}")
+    statement = _dialect_insert(session, UsageDaily)
     table = UsageDaily.__table__
     return statement.on_conflict_do_update(
         index_elements=["day", "project_id", "key_id", "model"],
         set_={name: table.c[name] + statement.excluded[name] for name in _ROLLUP_SUMS},
     )
+
+
+def _dialect_insert(session: Session, table: Any) -> Any:
+    """The INSERT that knows ON CONFLICT on this backend."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"usage metering needs SQLite or PostgreSQL, not {dialect}")
