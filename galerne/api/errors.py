@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from galerne.errors import GalerneError, InvalidRequestError, RequestValidationFailed
+from galerne.protocol.base import INVALID_UNICODE
 from galerne.protocol.errors import ErrorBody
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,9 @@ def validation_error(exc: RequestValidationError) -> GalerneError:
     location = [str(part) for part in first.get("loc", ()) if part != "body"]
     if first.get("type") == "json_invalid":
         return InvalidRequestError(f"the request body is not valid JSON: {first.get('msg', '')}", code="invalid_json")
+    if first.get("type") == INVALID_UNICODE:  # well-formed JSON, but text no encoder can take
+        param = first.get("ctx", {}).get("param")
+        return InvalidRequestError(str(first.get("msg", "invalid Unicode")), param=param, code=INVALID_UNICODE)
     field = _field_path(location)
     message = f"{field}: {first.get('msg', 'invalid value')}" if field else str(first.get("msg", "invalid body"))
     if len(errors) > 1:

@@ -27,6 +27,7 @@ from galerne.inference.constraints import JsonOutput, OutputConstraint, ToolCall
 from galerne.inference.types import ChatMessage, FinishReason, GenerationEvent, GenerationRequest, Role
 from galerne.inference.validate import DEFAULT_TEMPERATURE, to_generation_request
 from galerne.protocol import chat as wire
+from galerne.protocol.base import MAX_UINT64
 from galerne.services.admission import Admission, Ticket
 from galerne.services.auth import Principal
 from galerne.services.metering import UsageStatus
@@ -284,11 +285,14 @@ async def _merge(generations: list[Generation]) -> AsyncIterator[tuple[int, Gene
 
 
 def _for_choice(request: GenerationRequest, index: int) -> GenerationRequest:
-    """Choice `index` of `n`: a seeded request gets seed+index so choices differ yet stay reproducible."""
+    """Choice `index` of `n`: a seeded request gets seed+index so choices differ yet stay reproducible.
+
+    The sum wraps within 64 bits: a seed at the wire's bound stays one every sampler can take.
+    """
     seed = request.sampling.seed
     if index == 0 or seed is None:
         return request
-    return replace(request, sampling=replace(request.sampling, seed=seed + index))
+    return replace(request, sampling=replace(request.sampling, seed=(seed + index) & MAX_UINT64))
 
 
 def _check_capabilities(
