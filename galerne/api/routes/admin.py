@@ -8,17 +8,19 @@ Example::
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, status
 from fastapi.responses import PlainTextResponse
 
 from galerne.api.deps import AdminDep, RuntimeDep
+from galerne.api.errors import error_responses
 from galerne.protocol.admin import KeyCreateRequest, UsageReport
 from galerne.services.accounts import CreatedKey, KeyInfo, ProjectInfo, ProjectLimitsSpec, ProjectSpec
 from galerne.services.usage import as_csv
 
-router = APIRouter(prefix="/admin")
+router = APIRouter(prefix="/admin", responses=error_responses(400, 401, 403, 404, 409, 413, 422))
+_CSV: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}
 
 
 @router.get("/projects", response_model=list[ProjectInfo])
@@ -62,7 +64,7 @@ def revoke_key(key_id: str, _: AdminDep, runtime: RuntimeDep) -> KeyInfo:
     return key
 
 
-@router.get("/usage", response_model=UsageReport)
+@router.get("/usage", response_model=UsageReport, responses=_CSV)
 def usage(
     _: AdminDep,
     runtime: RuntimeDep,
