@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -29,7 +28,7 @@ from galerne.catalog import default_catalog
 from galerne.config import Settings
 from tests.conftest import RunningServer, start_server, stop_server
 
-MAX_EXAMPLES = int(os.environ.get("GALERNE_FUZZ_EXAMPLES", "25"))
+MAX_EXAMPLES = int(os.environ.get("GALERNE_FUZZ_EXAMPLES", "100"))
 MAX_TOKENS = 2  # the model's words are not what is tested here; a short reply keeps the run fast
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 CHAT = "/v1/chat/completions"
@@ -82,7 +81,9 @@ def test_the_served_document_is_the_one_fuzzed(fuzz_server: RunningServer) -> No
 
 
 @schema.parametrize()
-def test_project_key_gets_no_5xx_and_only_documented_answers(case: schemathesis.Case, fuzz_server: RunningServer) -> None:
+def test_project_key_gets_no_5xx_and_only_documented_answers(
+    case: schemathesis.Case, fuzz_server: RunningServer
+) -> None:
     _call_and_validate(case, fuzz_server, fuzz_server.api_key)
 
 
