@@ -12,6 +12,7 @@ from galerne.inference.constraints import JsonOutput, ToolCallOutput, ToolChoice
 from galerne.inference.types import ChatMessage, Role, SamplingParams, ToolCall
 from galerne.inference.validate import (
     DEFAULT_TEMPERATURE,
+    MAX_SCHEMA_DEPTH,
     MAX_STOP_LENGTH,
     MAX_STOP_SEQUENCES,
     SAFE_PROMPT,
@@ -519,3 +520,27 @@ def test_deep_nesting_does_not_overflow_the_stack() -> None:
         nested = [nested]
     problem = find_invalid_unicode(nested)
     assert problem is not None and problem.param.endswith("[0][0]")
+
+
+def _nested_schema(levels: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
+@pytest.mark.parametrize("where", ["tools", "response_format"])
+def test_a_schema_nested_too_deep_is_400_not_a_recursion_error(where: str) -> None:
+    deep = _nested_schema(150)  # 301 JSON levels: jsonschema's own check would exhaust Python's recursion
+    if where == "tools":
+        fields: dict[str, Any] = {"tools": [{"type": "function", "function": {"name": "f", "parameters": deep}}]}
+    else:
+        fields = {"response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": deep}}}
+    error = _refused([USER], **fields)
+    assert str(MAX_SCHEMA_DEPTH) in error.message and "deep" in error.message
+
+
+def test_a_schema_at_the_depth_limit_is_accepted() -> None:
+    schema = _nested_schema(MAX_SCHEMA_DEPTH // 2 - 1)  # two JSON levels per object level, plus the root
+    generation = _convert([USER], response_format={"type": "json_schema", "json_schema": {"schema": schema}})
+    assert isinstance(generation.constraint, JsonOutput)
