@@ -21,7 +21,8 @@ MAX_UINT64 = 2**64 - 1
 # Redis's Lua scripts count in doubles, which hold integers exactly up to 2^53.
 MAX_EXACT_FLOAT_INT = 2**53
 
-# The pydantic error type `galerne.api.errors` answers with a 400 (not a 422), as the issue asks.
+# The pydantic error type `galerne.api.errors` answers with a 400, not a 422: the body matches the schema,
+# but its text is not Unicode any encoder can take.
 INVALID_UNICODE = "invalid_unicode"
 
 
