@@ -10,8 +10,10 @@ from galerne.protocol.base import RequestBody, UtcDateTime, WireModel
 
 # What a project may be called: it is typed in shells and URLs, and stored in a 64-character column.
 ProjectName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
-# A key's label: any printable text that fits its 64-character column (PostgreSQL refuses NUL).
-KeyLabel = Annotated[str, Field(max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")]
+# Text without control characters: PostgreSQL refuses NUL in any text it stores or compares (a 500).
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+# A key's label: any printable text that fits its 64-character column.
+KeyLabel = Annotated[str, Field(max_length=64, pattern=PRINTABLE)]
 
 
 class KeyCreateRequest(RequestBody):

@@ -318,3 +318,23 @@ def test_admin_text_that_is_not_valid_unicode_is_400(server: RunningServer, admi
     )
     body = assert_error(response, 400, error_type="invalid_request_error", mentions="not valid Unicode")
     assert body["param"] == "name"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/admin/projects/a%00b"),
+        ("PATCH", "/admin/projects/a%00b"),
+        ("DELETE", "/admin/keys/a%00b"),
+        ("GET", "/admin/keys?project=a%00b"),
+        ("GET", "/admin/usage?key=a%00b"),
+        ("GET", "/admin/usage?model=a%01b"),
+    ],
+)
+def test_names_with_control_characters_in_admin_urls_are_422(
+    server: RunningServer, admin_headers: dict[str, str], method: str, path: str
+) -> None:
+    """PostgreSQL cannot compare text holding NUL: the lookup would be a 500 there (404 on SQLite)."""
+    response = httpx.request(method, f"{server.base_url}{path}", headers=admin_headers, json={} if method == "PATCH"
+                             else None)
+    assert_error(response, 422, error_type="invalid_request_error", mentions="should match pattern")
