@@ -6,6 +6,7 @@ Schema errors name the offending field; nothing unexpected ever shows a tracebac
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from galerne.errors import GalerneError, InvalidRequestError, RequestValidationFailed
+from galerne.protocol.base import INVALID_UNICODE
 from galerne.protocol.errors import ErrorBody
 
 logger = logging.getLogger(__name__)
@@ -21,6 +23,29 @@ logger = logging.getLogger(__name__)
 _UNION_TAGS = frozenset({"system", "user", "assistant", "tool", "developer", "text", "image_url", "str", "list"})
 _GENERATED_TAG_PREFIXES = ("function-", "list[", "dict[", "literal[", "constrained-")
 _HTTP_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+# What each documented error status means, for the OpenAPI document; every one has la Plateforme's body.
+_STATUS_MEANINGS = {
+    400: "A rule of the API is broken (role order, a schema that cannot be compiled, text that is not valid "
+    "Unicode, bad JSON); the message says how to fix it.",
+    401: "No API key, or one that is malformed, unknown, revoked, expired or disabled.",
+    403: "The key's project may not use this model, or the endpoint needs an admin key.",
+    404: "No such model, project or key.",
+    409: "It already exists.",
+    413: "The request body is larger than the server's limit.",
+    422: "The body does not match the schema (a wrong type, a value out of bounds, an unknown field); "
+    "`param` names the field.",
+    429: "A rate limit or budget is reached, or the engine's queue is full; see `Retry-After`.",
+    503: "The model's engine cannot take requests now; see `Retry-After`.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for a router: the error statuses its routes can answer, in one body shape.
+
+    Documenting 422 with `ErrorBody` also replaces FastAPI's default `HTTPValidationError`, which is not
+    what clients receive. Example: ``APIRouter(responses=error_responses(401, 403, 404))``.
+    """
+    return {status: {"model": ErrorBody, "description": _STATUS_MEANINGS[status]} for status in statuses}
 
 
 def error_body_for(error: GalerneError) -> ErrorBody:
@@ -41,6 +66,9 @@ def validation_error(exc: RequestValidationError) -> GalerneError:
     location = [str(part) for part in first.get("loc", ()) if part != "body"]
     if first.get("type") == "json_invalid":
         return InvalidRequestError(f"the request body is not valid JSON: {first.get('msg', '')}", code="invalid_json")
+    if first.get("type") == INVALID_UNICODE:  # well-formed JSON, but text no encoder can take
+        param = first.get("ctx", {}).get("param")
+        return InvalidRequestError(str(first.get("msg", "invalid Unicode")), param=param, code=INVALID_UNICODE)
     field = _field_path(location)
     message = f"{field}: {first.get('msg', 'invalid value')}" if field else str(first.get("msg", "invalid body"))
     if len(errors) > 1:

@@ -68,10 +68,13 @@ class SamplingParams:
         return self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
 
     def for_choice(self, index: int) -> SamplingParams:
-        """Choice `index` of `n`: a seeded request gets seed+index, so choices differ yet stay reproducible."""
+        """Choice `index` of `n`: a seeded request gets seed+index, so choices differ yet stay reproducible.
+
+        The sum wraps within 64 bits: a seed at the wire's bound stays one every sampler can take.
+        """
         if index == 0 or self.seed is None:
             return self
-        return replace(self, seed=self.seed + index)
+        return replace(self, seed=(self.seed + index) % 2**64)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,9 @@ from galerne.protocol import chat as wire
 DEFAULT_TEMPERATURE = 0.7
 MAX_STOP_SEQUENCES = 16
 MAX_STOP_LENGTH = 256
+# JSON levels (objects and arrays) a schema may nest: real schemas stay far below; checking one much deeper
+# exhausts Python's recursion in `jsonschema` (about 200 levels) — a 500 instead of a 400.
+MAX_SCHEMA_DEPTH = 64
 
 # la Plateforme's `safe_prompt` system prompt (its guardrailing guide).
 SAFE_PROMPT = (
@@ -120,10 +123,31 @@ def _tool_output(
 
 
 def _check_schema(schema: dict[str, Any], *, param: str) -> None:
+    if _nesting_depth(schema) > MAX_SCHEMA_DEPTH:
+        raise InvalidRequestError(
+            f"the JSON schema nests objects and arrays more than {MAX_SCHEMA_DEPTH} levels deep; flatten it "
+            "or name repeated parts in `$defs`",
+            param=param,
+        )
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         raise InvalidRequestError(f"invalid JSON schema: {exc.message}", param=param) from exc
+
+
+def _nesting_depth(value: Any) -> int:
+    """How many objects and arrays deep `value` goes, stopping past the limit; iterative, so it cannot
+    overflow the stack itself."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending and deepest <= MAX_SCHEMA_DEPTH:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _normalise(message: wire.Message, index: int, model_id: str) -> ChatMessage:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from galerne.protocol.base import StrictModel, WireModel
+from galerne.protocol.base import MAX_INT32, MAX_UINT64, RequestBody, StrictModel, WireModel
 
 
 class TextChunk(StrictModel):
@@ -44,7 +44,7 @@ class ToolCall(StrictModel):
     id: str | None = None
     type: Literal["function"] = "function"
     function: FunctionCall
-    index: int | None = None
+    index: int | None = Field(default=None, ge=0, le=MAX_INT32)
 
 
 class SystemMessage(StrictModel):
@@ -118,20 +118,24 @@ class StreamOptions(StrictModel):
     include_usage: bool = True
 
 
-class ChatCompletionRequest(StrictModel):
-    """The body of `POST /v1/chat/completions` (la Plateforme's `ChatCompletionRequest` plus OpenAI's)."""
+class ChatCompletionRequest(RequestBody):
+    """The body of `POST /v1/chat/completions` (la Plateforme's `ChatCompletionRequest` plus OpenAI's).
+
+    Strict, as la Plateforme: `"max_tokens": "10"` or `"stream": "yes"` is a 422, not coerced. Token
+    counts are bounded by the engines' 32-bit counters and seeds by the samplers' unsigned 64 bits.
+    """
 
     model: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, ge=0.0, le=1.0)
-    max_tokens: int | None = Field(default=None, ge=0)
-    max_completion_tokens: int | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=0, le=MAX_INT32)
+    max_completion_tokens: int | None = Field(default=None, ge=0, le=MAX_INT32)
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    random_seed: int | None = Field(default=None, ge=0)
-    seed: int | None = Field(default=None, ge=0)
+    random_seed: int | None = Field(default=None, ge=0, le=MAX_UINT64)
+    seed: int | None = Field(default=None, ge=0, le=MAX_UINT64)
     response_format: ResponseFormat | None = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None

@@ -20,11 +20,13 @@ import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from galerne.catalog import Catalog
 from galerne.errors import ConflictError, InvalidRequestError, NotFoundError
+from galerne.protocol.admin import ProjectName
+from galerne.protocol.base import MAX_EXACT_FLOAT_INT, MAX_INT32, MAX_INT64, RequestBody, UtcDateTime
 from galerne.services.keys import issue_key
 from galerne.storage import tenancy
 from galerne.storage.database import Database
@@ -33,23 +35,27 @@ from galerne.storage.tables import MICROS_PER_UNIT, ApiKey, Project
 ADMIN_PROJECT = "admin"
 
 
-class ProjectLimitsSpec(BaseModel):
-    """What can be set on a project; every field may be left unset (unlimited, never expires)."""
+class ProjectLimitsSpec(RequestBody):
+    """What can be set on a project; every field may be left unset (unlimited, never expires).
 
-    model_config = ConfigDict(extra="forbid")
+    Each bound is what its column (INTEGER, BIGINT) or the Redis limiter (exact integers in doubles)
+    can hold; the money budget is stored in BIGINT millionths.
+    """
 
     allowed_models: list[str] | None = Field(default=None, description="Model ids; null allows every model.")
-    requests_per_minute: int | None = Field(default=None, ge=1)
-    tokens_per_minute: int | None = Field(default=None, ge=1)
-    max_concurrent_requests: int | None = Field(default=None, ge=1)
-    monthly_token_budget: int | None = Field(default=None, ge=0)
-    monthly_budget: float | None = Field(default=None, ge=0, description="In the catalogue's price currency.")
-    expires_at: datetime | None = None
+    requests_per_minute: int | None = Field(default=None, ge=1, le=MAX_INT32)
+    tokens_per_minute: int | None = Field(default=None, ge=1, le=MAX_EXACT_FLOAT_INT)
+    max_concurrent_requests: int | None = Field(default=None, ge=1, le=MAX_INT32)
+    monthly_token_budget: int | None = Field(default=None, ge=0, le=MAX_INT64)
+    monthly_budget: float | None = Field(
+        default=None, ge=0, le=MAX_INT64 // MICROS_PER_UNIT, description="In the catalogue's price currency."
+    )
+    expires_at: UtcDateTime | None = None
     is_disabled: bool = False
 
 
 class ProjectSpec(ProjectLimitsSpec):
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    name: ProjectName
 
 
 class ProjectInfo(ProjectSpec):

@@ -5,17 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from galerne.errors import InvalidRequestError, UnsupportedFeatureError
 from galerne.inference.constraints import JsonOutput, ToolCallOutput, ToolChoice
 from galerne.inference.types import ChatMessage, Role, SamplingParams, ToolCall
 from galerne.inference.validate import (
     DEFAULT_TEMPERATURE,
+    MAX_SCHEMA_DEPTH,
     MAX_STOP_LENGTH,
     MAX_STOP_SEQUENCES,
     SAFE_PROMPT,
     to_generation_request,
 )
+from galerne.protocol.base import INVALID_UNICODE, find_invalid_unicode
 from galerne.protocol.chat import ChatCompletionRequest
 
 MODEL = "smollm2-135m-instruct"
@@ -446,3 +449,98 @@ def test_text_chunks_are_joined() -> None:
 def test_null_content_becomes_empty_text_and_name_is_kept() -> None:
     generation = _convert([{"role": "user", "content": None, "name": "ann"}])
     assert generation.messages == (ChatMessage(Role.USER, "", name="ann"),)
+
+
+# --- the wire schema: strict types, bounds, valid Unicode ---------------------------------------------
+
+
+def _schema_errors(**fields: Any) -> list[Any]:
+    with pytest.raises(ValidationError) as info:
+        ChatCompletionRequest.model_validate({"model": MODEL, "messages": [USER], **fields})
+    return list(info.value.errors())
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("max_tokens", "10"), ("stream", "yes"), ("stream", 1), ("n", "2"), ("n", 2.0), ("top_p", "1"),
+     ("safe_prompt", "true"), ("temperature", float("inf")), ("presence_penalty", float("nan"))],
+)
+def test_wire_schema_does_not_coerce_types(field: str, value: Any) -> None:
+    assert _schema_errors(**{field: value})[0]["loc"] == (field,)
+
+
+def test_nested_fields_are_strict_too() -> None:
+    errors = _schema_errors(messages=[{"role": "user", "content": [{"type": "text", "text": 5}]}])
+    assert any(error["loc"][-1] == "text" and error["type"] == "string_type" for error in errors)
+
+
+@pytest.mark.parametrize(
+    ("field", "bound"),
+    [("random_seed", 2**64 - 1), ("seed", 2**64 - 1), ("max_tokens", 2**31 - 1), ("max_completion_tokens", 2**31 - 1)],
+)
+def test_numbers_are_bounded_by_what_engines_hold(field: str, bound: int) -> None:
+    assert ChatCompletionRequest.model_validate({"model": MODEL, "messages": [USER], field: bound})
+    error = _schema_errors(**{field: bound + 1})[0]
+    assert error["type"] == "less_than_equal" and str(bound) in error["msg"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"messages": [{"role": "user", "content": "a\ud800b"}]}, "messages[0].content"),
+        ({"messages": [USER, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "\udfff"}]},
+         "messages[2].content"),
+        ({"messages": [{"role": "user", "content": "hi", "name": "x\udc00"}]}, "messages[0].name"),
+        ({"stop": "\ud800"}, "stop"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"\ud800": 1}}}]},
+         "tools[0].function.parameters"),
+        ({"metadata": {"k": "\ud800"}}, "metadata.k"),
+    ],
+)
+def test_lone_surrogates_are_refused_naming_the_field(fields: dict[str, Any], param: str) -> None:
+    error = _schema_errors(**fields)[0]
+    assert error["type"] == INVALID_UNICODE
+    assert error["ctx"]["param"] == param
+    assert error["msg"].startswith(param) and "not valid Unicode" in error["msg"]
+
+
+def test_the_first_invalid_string_in_document_order_is_named() -> None:
+    body = {"a": ["ok", "\ud800"], "b": "\ud801"}
+    problem = find_invalid_unicode(body)
+    assert problem is not None and problem.param == "a[1]" and "\\ud800" in problem.message
+
+
+def test_valid_text_and_astral_characters_pass() -> None:
+    assert find_invalid_unicode({"messages": [{"content": "héllo \U0001f600", "n": 1, "x": None}]}) is None
+
+
+def test_deep_nesting_does_not_overflow_the_stack() -> None:
+    nested: Any = "\ud800"
+    for _ in range(100_000):
+        nested = [nested]
+    problem = find_invalid_unicode(nested)
+    assert problem is not None and problem.param.endswith("[0][0]")
+
+
+def _nested_schema(levels: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
+@pytest.mark.parametrize("where", ["tools", "response_format"])
+def test_a_schema_nested_too_deep_is_400_not_a_recursion_error(where: str) -> None:
+    deep = _nested_schema(150)  # 301 JSON levels: jsonschema's own check would exhaust Python's recursion
+    if where == "tools":
+        fields: dict[str, Any] = {"tools": [{"type": "function", "function": {"name": "f", "parameters": deep}}]}
+    else:
+        fields = {"response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": deep}}}
+    error = _refused([USER], **fields)
+    assert str(MAX_SCHEMA_DEPTH) in error.message and "deep" in error.message
+
+
+def test_a_schema_at_the_depth_limit_is_accepted() -> None:
+    schema = _nested_schema(MAX_SCHEMA_DEPTH // 2 - 1)  # two JSON levels per object level, plus the root
+    generation = _convert([USER], response_format={"type": "json_schema", "json_schema": {"schema": schema}})
+    assert isinstance(generation.constraint, JsonOutput)

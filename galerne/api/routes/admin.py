@@ -8,17 +8,22 @@ Example::
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Path, Query, status
 from fastapi.responses import PlainTextResponse
 
 from galerne.api.deps import AdminDep, RuntimeDep
-from galerne.protocol.admin import KeyCreateRequest, UsageReport
+from galerne.api.errors import error_responses
+from galerne.protocol.admin import PRINTABLE, KeyCreateRequest, UsageReport
 from galerne.services.accounts import CreatedKey, KeyInfo, ProjectInfo, ProjectLimitsSpec, ProjectSpec
 from galerne.services.usage import as_csv
 
-router = APIRouter(prefix="/admin")
+router = APIRouter(prefix="/admin", responses=error_responses(400, 401, 403, 404, 409, 413, 422))
+_CSV: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}
+# Names and ids from the URL are looked up in the database, which cannot compare text holding NUL.
+NameInPath = Annotated[str, Path(pattern=PRINTABLE)]
+NameInQuery = Annotated[str | None, Query(pattern=PRINTABLE)]
 
 
 @router.get("/projects", response_model=list[ProjectInfo])
@@ -32,12 +37,12 @@ def create_project(spec: ProjectSpec, _: AdminDep, runtime: RuntimeDep) -> Proje
 
 
 @router.get("/projects/{name}", response_model=ProjectInfo)
-def get_project(name: str, _: AdminDep, runtime: RuntimeDep) -> ProjectInfo:
+def get_project(name: NameInPath, _: AdminDep, runtime: RuntimeDep) -> ProjectInfo:
     return runtime.accounts.get_project(name)
 
 
 @router.patch("/projects/{name}", response_model=ProjectInfo)
-def update_project(name: str, changes: ProjectLimitsSpec, _: AdminDep, runtime: RuntimeDep) -> ProjectInfo:
+def update_project(name: NameInPath, changes: ProjectLimitsSpec, _: AdminDep, runtime: RuntimeDep) -> ProjectInfo:
     project = runtime.accounts.update_project(name, changes)
     if runtime.authenticator is not None:
         runtime.authenticator.forget()  # limits and allowed models apply at once on this replica
@@ -45,7 +50,7 @@ def update_project(name: str, changes: ProjectLimitsSpec, _: AdminDep, runtime: 
 
 
 @router.get("/keys", response_model=list[KeyInfo])
-def list_keys(_: AdminDep, runtime: RuntimeDep, project: str | None = None) -> list[KeyInfo]:
+def list_keys(_: AdminDep, runtime: RuntimeDep, project: NameInQuery = None) -> list[KeyInfo]:
     return runtime.accounts.list_keys(project)
 
 
@@ -55,21 +60,21 @@ def create_key(body: KeyCreateRequest, _: AdminDep, runtime: RuntimeDep) -> Crea
 
 
 @router.delete("/keys/{key_id}", response_model=KeyInfo)
-def revoke_key(key_id: str, _: AdminDep, runtime: RuntimeDep) -> KeyInfo:
+def revoke_key(key_id: NameInPath, _: AdminDep, runtime: RuntimeDep) -> KeyInfo:
     key = runtime.accounts.revoke_key(key_id)
     if runtime.authenticator is not None:
         runtime.authenticator.forget(key_id)
     return key
 
 
-@router.get("/usage", response_model=UsageReport)
+@router.get("/usage", response_model=UsageReport, responses=_CSV)
 def usage(
     _: AdminDep,
     runtime: RuntimeDep,
     group_by: Annotated[str, Query(description="Comma-separated: project, key, model, day.")] = "project,model",
-    project: str | None = None,
-    key: str | None = None,
-    model: str | None = None,
+    project: NameInQuery = None,
+    key: NameInQuery = None,
+    model: NameInQuery = None,
     since: date | None = None,
     until: date | None = None,
     format: Literal["json", "csv"] = "json",

@@ -11,10 +11,11 @@ from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from galerne.api.deps import PrincipalDep, RuntimeDep
-from galerne.api.sse import SSE_HEADERS, encode_events
-from galerne.protocol.chat import ChatCompletionRequest, ChatCompletionResponse
+from galerne.api.errors import error_responses
+from galerne.api.sse import SSE_HEADERS, encode_events, event_stream_content
+from galerne.protocol.chat import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse
 
-router = APIRouter()
+router = APIRouter(responses=error_responses(400, 401, 403, 404, 413, 422, 429, 503))
 
 
 class SettledStreamingResponse(StreamingResponse):
@@ -32,7 +33,12 @@ class SettledStreamingResponse(StreamingResponse):
             self._on_close()
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletionResponse, response_model_exclude_none=False)
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletionResponse,
+    response_model_exclude_none=False,
+    responses={200: {"content": event_stream_content(ChatCompletionChunk)}},  # with `stream: true`
+)
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, principal: PrincipalDep, runtime: RuntimeDep
 ) -> Any:

@@ -7,7 +7,7 @@ key it adds the load of each model that key may use (every model for an admin ke
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from galerne.api.deps import OptionalPrincipalDep, RuntimeDep
@@ -56,6 +56,6 @@ def _status(is_up: bool) -> PartStatus:
     return "ok" if is_up else "down"
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)  # Prometheus's text format
 async def metrics(runtime: RuntimeDep) -> Response:
     return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)

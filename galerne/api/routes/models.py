@@ -7,10 +7,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from galerne.api.deps import PrincipalDep, RuntimeDep
+from galerne.api.errors import error_responses
 from galerne.protocol.models import ModelCard, ModelList
 from galerne.services.models import model_card
 
-router = APIRouter()
+router = APIRouter(responses=error_responses(401, 403, 404))
 
 
 @router.get("/v1/models", response_model=ModelList)
