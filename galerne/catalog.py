@@ -69,6 +69,9 @@ class ModelEntry(BaseModel):
     upstream_model: str | None = Field(default=None, description="Remote: the upstream's model name (default: id).")
     api_key_env: str | None = Field(default=None, description="Remote: environment variable holding the key.")
     max_concurrent_requests: int = Field(default=64, ge=1, le=4096, description="Remote: requests in flight.")
+    timeout_seconds: float = Field(
+        default=600.0, gt=0, le=86400, description="Remote: longest silence (first byte, or between chunks); then 504."
+    )
     context_length: int = Field(default=4096, ge=64)
     capabilities: tuple[Capability, ...] = (Capability.CHAT, Capability.TOOLS, Capability.JSON)
     languages: tuple[str, ...] = ("en",)

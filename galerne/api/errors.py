@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 _UNION_TAGS = frozenset({"system", "user", "assistant", "tool", "developer", "text", "image_url", "str", "list"})
 _GENERATED_TAG_PREFIXES = ("function-", "list[", "dict[", "literal[", "constrained-")
 _HTTP_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+UNEXPECTED_ERROR_MESSAGE = "internal server error; the operator can find details in the log"
 
 
 def error_body_for(error: GalerneError) -> ErrorBody:
@@ -82,4 +83,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error")
-        return error_response(GalerneError("internal server error; the operator can find details in the log"))
+        return error_response(GalerneError(UNEXPECTED_ERROR_MESSAGE))
