@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 import galerne
+from galerne.api.access_log import hide_credentials_in_access_log
 from galerne.api.deps import Runtime
 from galerne.api.errors import install_error_handlers
 from galerne.api.limits import BodySizeLimit
@@ -62,6 +63,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
             )
             yield
 
+    hide_credentials_in_access_log()
     app = FastAPI(title="Galerne", version=galerne.__version__, lifespan=lifespan)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)

@@ -330,6 +330,24 @@ def test_key_material_never_reaches_the_log(tenancy_server: RunningServer) -> No
     assert project  # the project name may be logged; secrets never
 
 
+def test_a_key_sent_in_the_query_string_is_refused_and_redacted_in_the_access_log(
+    tenancy_server: RunningServer,
+) -> None:
+    _, key = new_key(tenancy_server)
+    secret = key.split(".", 1)[1]
+    for query in (f"api_key={key}", f"Token={secret}", f"ACCESS_TOKEN={secret}&key={secret}"):
+        response = tenancy_server.get(f"/v1/models?{query}", headers={})
+        assert response.status_code == 401 and "Authorization: Bearer" in response.json()["message"]
+    for _ in range(50):  # the access log line is written once the response has started
+        log = tenancy_server.log()
+        if "ACCESS_TOKEN=[REDACTED]&key=[REDACTED]" in log:
+            break
+        time.sleep(0.1)
+    assert '"GET /v1/models?api_key=[REDACTED] HTTP/1.1" 401' in log
+    assert "Token=[REDACTED]" in log and "ACCESS_TOKEN=[REDACTED]&key=[REDACTED]" in log
+    assert secret not in log
+
+
 def test_first_start_says_how_to_create_an_admin_key(tenancy_server: RunningServer) -> None:
     assert "galerne keys create --admin" in tenancy_server.log()
 
