@@ -93,15 +93,10 @@ class ChatService:
         self._metrics = metrics
         self._admission = admission
 
-    def check_model(self, principal: Principal, entry: ModelEntry) -> None:
-        """403 when the caller's project may not use this model."""
-        self._admission.check_model(principal, entry)
-
     async def start(self, request: wire.ChatCompletionRequest, principal: Principal) -> ChatRun:
-        """Validate, admit and submit; raises 4xx errors (unknown or forbidden model, bad conversation,
+        """Validate, admit and submit; raises 4xx errors (unknown or hidden model, bad conversation,
         too long, over a limit or budget, busy) before anything is generated."""
-        entry = self._registry.catalog.resolve(request.model)
-        self._admission.check_model(principal, entry)
+        entry = self._registry.catalog.resolve(request.model, is_visible=principal.may_use)
         generation_request = to_generation_request(
             request,
             model_id=entry.id,

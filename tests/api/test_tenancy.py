@@ -143,13 +143,29 @@ def test_a_revoked_key_stops_working(tenancy_server: RunningServer) -> None:
 # --- 403 -----------------------------------------------------------------------------------------------
 
 
-def test_a_model_the_project_may_not_use_is_403_and_hidden(tenancy_server: RunningServer) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_model_the_project_may_not_use_is_answered_exactly_as_an_unknown_one(
+    tenancy_server: RunningServer, stream: bool
+) -> None:
     _, key = new_key(tenancy_server, models="")
-    response = chat(tenancy_server, key)
-    assert response.status_code == 403
-    assert response.json()["code"] == "model_not_allowed" and response.json()["type"] == "permission_error"
+    hidden = chat(tenancy_server, key, stream=stream)
+    unknown = chat(tenancy_server, key, stream=stream, model="nonexistent")
+    assert hidden.status_code == unknown.status_code == 404
+    assert hidden.json() == {**unknown.json(), "message": unknown.json()["message"].replace("nonexistent", "smol")}
+    assert hidden.json()["code"] == "model_not_found" and hidden.json()["type"] == "invalid_request_error"
     assert tenancy_server.get("/v1/models", headers=bearer(key)).json()["data"] == []
-    assert tenancy_server.get("/v1/models/smol", headers=bearer(key)).status_code == 403
+    card_hidden = tenancy_server.get("/v1/models/smol", headers=bearer(key))
+    card_unknown = tenancy_server.get("/v1/models/nonexistent", headers=bearer(key))
+    assert card_hidden.status_code == card_unknown.status_code == 404
+    assert card_hidden.json()["message"] == card_unknown.json()["message"].replace("nonexistent", "smol")
+
+
+def test_an_unknown_model_lists_only_the_models_the_project_may_use(tenancy_server: RunningServer) -> None:
+    _, hidden_from = new_key(tenancy_server, models="")
+    _, allowed = new_key(tenancy_server, models="smol")
+    assert "smol" not in chat(tenancy_server, hidden_from, model="gpt-17").json()["message"]
+    assert "available models: smol" in chat(tenancy_server, allowed, model="gpt-17").json()["message"]
+    assert tenancy_server.get("/v1/models/smol", headers=bearer(allowed)).json()["id"] == "smol"
 
 
 def test_admin_endpoints_need_an_admin_key(tenancy_server: RunningServer) -> None:

@@ -21,6 +21,5 @@ async def list_models(principal: PrincipalDep, runtime: RuntimeDep) -> ModelList
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelCard)
 async def get_model(model_id: str, principal: PrincipalDep, runtime: RuntimeDep) -> ModelCard:
-    entry = runtime.registry.catalog.resolve(model_id)
-    runtime.chat.check_model(principal, entry)
-    return model_card(entry)
+    """A model the key's project may not use is answered as an unknown one (404), so none can be enumerated."""
+    return model_card(runtime.registry.catalog.resolve(model_id, is_visible=principal.may_use))
