@@ -62,6 +62,7 @@ def serve(
     """Serve the API (and load every model of the catalogue)."""
     settings = _settings(host=host, port=port, config=config, no_auth=no_auth, workers=workers)
     settings.ensure_home()
+    _warn_about_loose_permissions(settings)
     catalog = _checked_catalog(settings)
     _check_workers(settings, catalog)
     _check_auth_setup(settings)
@@ -82,6 +83,13 @@ def serve(
         create_app(settings, catalog), host=settings.host, port=settings.port, log_level="info",
         access_log=settings.access_log,
     )
+
+
+def _warn_about_loose_permissions(settings: Settings) -> None:
+    from galerne.storage.files import loose_permissions, sqlite_files
+
+    for warning in loose_permissions(settings.home, sqlite_files(settings.resolved_database_url())):
+        typer.secho(f"WARNING: {warning}", fg=typer.colors.YELLOW, err=True)
 
 
 def _check_workers(settings: Settings, catalog: Catalog) -> None:

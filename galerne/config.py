@@ -53,6 +53,7 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.ensure_home() / 'galerne.db'}"
 
     def ensure_home(self) -> Path:
-        """Create the data directory on first use so that a fresh machine needs no set-up step."""
-        self.home.mkdir(parents=True, exist_ok=True)
+        """Create the data directory on first use so that a fresh machine needs no set-up step; private
+        (0700), since it holds the database with every key hash and usage record."""
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         return self.home
