@@ -5,7 +5,6 @@ Example: ``galerne serve --port 8000`` then ``curl localhost:8000/v1/models``.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -116,16 +115,14 @@ def _check_workers(settings: Settings, catalog: Catalog) -> None:
 def _check_auth_setup(settings: Settings) -> None:
     """Refuse `--no-auth` off loopback; say how to create the first admin key when there is none."""
     if settings.no_auth:
-        if not _is_loopback(settings.host):
-            typer.echo(
-                f"error: --no-auth would let anyone who can reach {settings.host} use every model; "
-                "it is allowed on loopback addresses only (127.0.0.1, ::1, localhost)",
-                err=True,
-            )
-            raise typer.Exit(code=2)
+        try:
+            settings.check_no_auth_is_local()
+        except ConfigurationError as exc:
+            typer.echo(f"error: {exc.message}", err=True)
+            raise typer.Exit(code=2) from exc
         typer.secho(
-            "WARNING: authentication is OFF (--no-auth): no API keys, no limits, no per-project usage. "
-            "For local experiments only.",
+            "WARNING: authentication is OFF (--no-auth): no API keys, no limits, no per-project usage, "
+            "no admin API (use the CLI). For local experiments only.",
             fg=typer.colors.RED,
             bold=True,
             err=True,
@@ -157,15 +154,6 @@ def _open_database(settings: Settings) -> Database:
     except ConfigurationError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(code=2) from exc
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @app.command("models")

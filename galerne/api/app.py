@@ -36,6 +36,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
     Shutdown runs in reverse order of start-up: engines stop first (their requests settle), then the
     usage writer flushes every record, then the limiter and the database close.
     """
+    settings.check_no_auth_is_local()  # here too: the app may be served by other means than `galerne serve`
     catalog = catalog or load_catalog(settings.config)
 
     @asynccontextmanager
