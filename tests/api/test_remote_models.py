@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from tests.conftest import RunningServer, start_server, stop_server
+from tests.databases import require_redis
 from tests.upstream import Upstream, running_upstream
 
 HELLO = [{"role": "user", "content": "Say hello."}]
@@ -154,14 +154,11 @@ def test_an_upstream_that_breaks_before_its_first_word_is_a_502(
 def test_two_workers_serve_a_remote_model_and_share_limits(
     upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    try:
-        redis.Redis.from_url("redis://127.0.0.1:6379/0").ping()
-    except redis.RedisError:
-        pytest.skip("Redis is not reachable at 127.0.0.1:6379")
+    redis_url = require_redis()
     home = tmp_path_factory.mktemp("workers")
     config = home / "catalogue.toml"
     config.write_text(f'[[models]]\nid = "far"\nengine = "remote"\nbase_url = "{upstream.base_url}"\n')
-    env = {"GALERNE_CONFIG": str(config), "GALERNE_REDIS_URL": "redis://127.0.0.1:6379/0"}
+    env = {"GALERNE_CONFIG": str(config), "GALERNE_REDIS_URL": redis_url}
     server = start_server(home, env=env, extra_args=("--workers", "2"))
     try:
         server.cli("projects", "create", "limited", "--rpm", "6")
