@@ -56,9 +56,8 @@ async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
 def _anonymous_if_local(request: Request) -> Principal:
     """Without keys (`--no-auth`) only connections made to a loopback address are served: the settings'
     host is checked at start-up, but an app served by other means may listen wider than it says."""
-    server = request.scope.get("server")
-    is_tcp = server is not None and server[1] is not None  # a Unix socket is local by nature
-    if is_tcp and not is_loopback(str(server[0])):
+    host, port = request.scope.get("server") or (None, None)
+    if port is not None and not is_loopback(str(host)):  # no port: a Unix socket, local by nature
         raise AuthenticationError(
             "this server runs without API keys (--no-auth) and answers loopback connections only"
         )

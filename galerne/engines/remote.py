@@ -198,7 +198,9 @@ class RemoteGeneration:
     def _failure(self, error: GalerneError, detail: str) -> GenerationEvent:
         """The details (status, upstream text, exception) go to the log; the client gets `error` alone."""
         config = self._engine.config
-        logger.warning("model %r: upstream %r at %s %s", config.model_id, config.upstream_model, config.base_url, detail)
+        logger.warning(
+            "model %r: upstream %r at %s %s", config.model_id, config.upstream_model, config.base_url, detail
+        )
         return GenerationEvent(
             "", self.prompt_tokens, self.completion_tokens, FinishReason.ERROR, f"upstream {detail}", failure=error
         )

@@ -1,8 +1,9 @@
 """State files are private: the data directory and the SQLite database hold every key hash and usage record.
 
-Galerne creates `GALERNE_HOME` 0700 (`Settings.ensure_home`) and `galerne.db` 0600 (SQLite gives its `-wal` and `-shm` files the
-database's mode), whatever the umask, and `galerne serve` warns about any of them that other users can read
-— a directory made by hand, or a database made by an older version — with the command that fixes it.
+Galerne creates `GALERNE_HOME` 0700 (`Settings.ensure_home`) and `galerne.db` 0600 (SQLite gives its `-wal`
+and `-shm` files the database's mode), whatever the umask, and `galerne serve` warns about any of them that
+other users can read — a directory made by hand, or a database made by an older version — with the command
+that fixes it.
 
 Example::
 

@@ -16,7 +16,10 @@ KEY = "gal-3f9a0c1b2d4e.q9LxYz0123456789abcdefghijklmnopqrstuvwxyzAB"
     [
         (f"/v1/models?api_key={KEY}", "/v1/models?api_key=[REDACTED]"),
         ("/v1/models?API_KEY=hunter2&limit=5", "/v1/models?API_KEY=[REDACTED]&limit=5"),
-        ("/x?a=1&Token=t0k&access_token=abc&key=k&b=2", "/x?a=1&Token=[REDACTED]&access_token=[REDACTED]&key=[REDACTED]&b=2"),
+        (
+            "/x?a=1&Token=t0k&access_token=abc&key=k&b=2",
+            "/x?a=1&Token=[REDACTED]&access_token=[REDACTED]&key=[REDACTED]&b=2",
+        ),
         ("/x?api%5Fkey=hunter2", "/x?api%5Fkey=[REDACTED]"),
         (f"/v1/models/{KEY}", "/v1/models/gal-3f9a0c1b2d4e.[REDACTED]"),
         (f"/x?q={KEY}", "/x?q=gal-3f9a0c1b2d4e.[REDACTED]"),

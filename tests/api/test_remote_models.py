@@ -142,7 +142,9 @@ def test_a_stream_whose_upstream_breaks_midway_ends_with_an_error_event_then_don
 
 
 # A streamed "bad_chunk" or "cut" breaks after the first word: the test above.
-@pytest.mark.parametrize(("fault", "stream"), [("garbage", False), ("bad_chunk", False), ("cut", False), ("garbage", True)])
+@pytest.mark.parametrize(
+    ("fault", "stream"), [("garbage", False), ("bad_chunk", False), ("cut", False), ("garbage", True)]
+)
 def test_an_upstream_that_breaks_before_its_first_word_is_a_502(
     gateway: RunningServer, upstream: Upstream, fault: str, stream: bool
 ) -> None:
