@@ -1,7 +1,6 @@
 """`python -m tests.faulty_server serve ...`: the real `galerne serve` with one bug planted, on purpose.
 
-The remote engine raises a plain `RuntimeError` right after the first event of each streamed reply, as a
-bug would. Nothing is replaced: the server, the engine and the upstream stay real; this only proves that an
+The remote engine raises a plain `RuntimeError` right after the first event of each reply, as a bug would. Nothing is replaced: the server, the engine and the upstream stay real; this only proves that an
 exception nobody planned for still ends a stream properly (an error event, then `[DONE]`) and is logged once.
 """
 
@@ -9,25 +8,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
-
 from galerne.cli import app
 from galerne.engines.remote import RemoteGeneration
 from galerne.inference.types import GenerationEvent
 
 PLANTED = "planted fault: a bug after the first event"
-_streamed_events = RemoteGeneration._streamed_events
+_events = RemoteGeneration.events
 
 
-async def _buggy_streamed_events(
-    self: RemoteGeneration, response: aiohttp.ClientResponse
-) -> AsyncIterator[GenerationEvent]:
-    async for event in _streamed_events(self, response):
+async def _buggy_events(self: RemoteGeneration) -> AsyncIterator[GenerationEvent]:
+    async for event in _events(self):
         yield event
         raise RuntimeError(PLANTED)
 
 
-RemoteGeneration._streamed_events = _buggy_streamed_events  # type: ignore[method-assign]
+RemoteGeneration.events = _buggy_events  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     app()

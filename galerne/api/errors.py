@@ -1,6 +1,8 @@
 """The one place where errors become HTTP responses, in la Plateforme's error body.
 
-Schema errors name the offending field; nothing unexpected ever shows a traceback or a file path.
+Schema errors name the offending field; nothing unexpected ever shows a traceback or a file path, and an
+unexpected error (a bug) is logged once, with its traceback. Streams end with an error event instead
+(`galerne.api.sse`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from galerne.errors import GalerneError, InvalidRequestError, RequestValidationFailed
 from galerne.protocol.errors import ErrorBody
@@ -80,7 +83,33 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=exc.headers)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error")
-        return error_response(GalerneError(UNEXPECTED_ERROR_MESSAGE))
+    app.add_middleware(CatchUnexpectedErrors)
+
+
+class CatchUnexpectedErrors:
+    """Answers an exception that no handler knows (a bug) with the generic 500, logging it once.
+
+    Not an `exception_handler(Exception)`: Starlette runs that one in its outermost middleware and then
+    re-raises, so the server would log the same traceback a second time as a crashed ASGI application.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        is_started = False
+
+        async def send_noting_start(message: Message) -> None:
+            nonlocal is_started
+            is_started = is_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_start)
+        except Exception:
+            logger.exception("unhandled error")
+            if not is_started:  # once a response has started, all that is left is to end it
+                await error_response(GalerneError(UNEXPECTED_ERROR_MESSAGE))(scope, receive, send)

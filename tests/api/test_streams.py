@@ -73,21 +73,34 @@ def upstream() -> Iterator[Upstream]:
         yield running
 
 
+@pytest.fixture(scope="module")
+def faulty_server(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    home = tmp_path_factory.mktemp("faulty")
+    running = start_server(home, env=remote_catalogue(home, upstream), module="tests.faulty_server")
+    yield running
+    stop_server(running)
+
+
 def test_a_bug_inside_a_stream_is_an_error_event_then_done_and_one_traceback_in_the_log(
-    upstream: Upstream, tmp_path: Path
+    faulty_server: RunningServer,
 ) -> None:
-    server = start_server(tmp_path, env=remote_catalogue(tmp_path, upstream), module="tests.faulty_server")
-    try:
-        reply = server.post("/v1/chat/completions", json={"model": "far", "messages": HELLO, "stream": True})
-    finally:
-        stop_server(server)
+    num_before = faulty_server.log().count(f"RuntimeError: {PLANTED}")
+    reply = faulty_server.post("/v1/chat/completions", json={"model": "far", "messages": HELLO, "stream": True})
     lines = data_lines(reply.text)
     assert reply.status_code == 200 and lines[-1] == "[DONE]", reply.text
     error = json.loads(lines[-2])
     assert error["object"] == "error" and error["type"] == "server_error" and "log" in error["message"]
     assert PLANTED not in reply.text
-    log = server.log()
-    assert log.count("Traceback") == 1 and log.count(f"RuntimeError: {PLANTED}") == 1, log
+    log = wait_for_log(faulty_server, f"RuntimeError: {PLANTED}", num_before + 1)
+    assert "Exception in ASGI application" not in log
+
+
+def test_a_bug_in_a_whole_reply_is_a_500_and_one_traceback_in_the_log(faulty_server: RunningServer) -> None:
+    num_before = faulty_server.log().count(f"RuntimeError: {PLANTED}")
+    reply = faulty_server.post("/v1/chat/completions", json={"model": "far", "messages": HELLO})
+    assert reply.status_code == 500 and reply.json()["type"] == "server_error" and PLANTED not in reply.text
+    time.sleep(0.5)  # a second traceback, if any, would be written right after the response
+    log = wait_for_log(faulty_server, f"RuntimeError: {PLANTED}", num_before + 1)
     assert "Exception in ASGI application" not in log
 
 
