@@ -1,7 +1,9 @@
 """`python -m tests.faulty_server serve ...`: the real `galerne serve` with one bug planted, on purpose.
 
-The remote engine raises a plain `RuntimeError` right after the first event of each reply, as a bug would. Nothing is replaced: the server, the engine and the upstream stay real; this only proves that an
-exception nobody planned for still ends a stream properly (an error event, then `[DONE]`) and is logged once.
+The remote engine raises a plain `RuntimeError` right after the first event of each reply, as a bug would.
+Nothing is replaced: the server, the engine and the upstream stay real; this only proves that an exception
+nobody planned for still gets a proper end — a 500 in la Plateforme's body, or an error event then `[DONE]`
+in a stream — and is logged once.
 """
 
 from __future__ import annotations
