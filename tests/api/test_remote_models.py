@@ -172,5 +172,9 @@ def test_two_workers_serve_a_remote_model_and_share_limits(
         ]
         assert statuses.count(200) == 6 and statuses.count(429) == 4
         assert "Started parent process" in server.log()
+        # Each worker builds its own app, and each hides credentials from its access log.
+        for _ in range(4):
+            assert server.get(f"/v1/models?api_key={key}", headers={"Connection": "close"}).status_code == 401
     finally:
         stop_server(server)
+    assert server.log().count("/v1/models?api_key=[REDACTED]") == 4 and key.split(".")[1] not in server.log()
