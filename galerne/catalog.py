@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib.util
 import tomllib
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
@@ -69,6 +70,9 @@ class ModelEntry(BaseModel):
     upstream_model: str | None = Field(default=None, description="Remote: the upstream's model name (default: id).")
     api_key_env: str | None = Field(default=None, description="Remote: environment variable holding the key.")
     max_concurrent_requests: int = Field(default=64, ge=1, le=4096, description="Remote: requests in flight.")
+    timeout_seconds: float = Field(
+        default=600.0, gt=0, le=86400, description="Remote: longest silence (first byte, or between chunks); then 504."
+    )
     context_length: int = Field(default=4096, ge=64)
     capabilities: tuple[Capability, ...] = (Capability.CHAT, Capability.TOOLS, Capability.JSON)
     languages: tuple[str, ...] = ("en",)
@@ -138,12 +142,18 @@ class Catalog(BaseModel):
             return self.models[0]
         return self.resolve(self.default_model)
 
-    def resolve(self, name: str) -> ModelEntry:
-        """Find a model by id or alias; an unknown name is a 404 listing what exists."""
-        for entry in self.models:
+    def resolve(self, name: str, *, is_visible: Callable[[str], bool] | None = None) -> ModelEntry:
+        """Find a model by id or alias; an unknown name is a 404 listing what exists.
+
+        `is_visible` (a project's allowed models) hides the others: a hidden model is answered exactly as
+        an unknown one — same status, code and message — and the list names visible models only, so no
+        key can learn which models other projects use.
+        """
+        visible = [entry for entry in self.models if is_visible is None or is_visible(entry.id)]
+        for entry in visible:
             if name == entry.id or name in entry.aliases:
                 return entry
-        known = ", ".join(entry.id for entry in self.models)
+        known = ", ".join(entry.id for entry in visible) or "none (ask the operator to allow one for your project)"
         raise ModelNotFoundError(f"model {name!r} not found; available models: {known}", param="model")
 
 

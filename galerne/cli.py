@@ -5,7 +5,6 @@ Example: ``galerne serve --port 8000`` then ``curl localhost:8000/v1/models``.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -62,6 +61,7 @@ def serve(
     """Serve the API (and load every model of the catalogue)."""
     settings = _settings(host=host, port=port, config=config, no_auth=no_auth, workers=workers)
     settings.ensure_home()
+    _warn_about_loose_permissions(settings)
     catalog = _checked_catalog(settings)
     _check_workers(settings, catalog)
     _check_auth_setup(settings)
@@ -82,6 +82,13 @@ def serve(
         create_app(settings, catalog), host=settings.host, port=settings.port, log_level="info",
         access_log=settings.access_log,
     )
+
+
+def _warn_about_loose_permissions(settings: Settings) -> None:
+    from galerne.storage.files import loose_permissions, sqlite_files
+
+    for warning in loose_permissions(settings.home, sqlite_files(settings.resolved_database_url())):
+        typer.secho(f"WARNING: {warning}", fg=typer.colors.YELLOW, err=True)
 
 
 def _check_workers(settings: Settings, catalog: Catalog) -> None:
@@ -108,16 +115,14 @@ def _check_workers(settings: Settings, catalog: Catalog) -> None:
 def _check_auth_setup(settings: Settings) -> None:
     """Refuse `--no-auth` off loopback; say how to create the first admin key when there is none."""
     if settings.no_auth:
-        if not _is_loopback(settings.host):
-            typer.echo(
-                f"error: --no-auth would let anyone who can reach {settings.host} use every model; "
-                "it is allowed on loopback addresses only (127.0.0.1, ::1, localhost)",
-                err=True,
-            )
-            raise typer.Exit(code=2)
+        try:
+            settings.check_no_auth_is_local()
+        except ConfigurationError as exc:
+            typer.echo(f"error: {exc.message}", err=True)
+            raise typer.Exit(code=2) from exc
         typer.secho(
-            "WARNING: authentication is OFF (--no-auth): no API keys, no limits, no per-project usage. "
-            "For local experiments only.",
+            "WARNING: authentication is OFF (--no-auth): no API keys, no limits, no per-project usage, "
+            "no admin API (use the CLI). For local experiments only.",
             fg=typer.colors.RED,
             bold=True,
             err=True,
@@ -150,15 +155,6 @@ def _open_database(settings: Settings) -> Database:
     except ConfigurationError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(code=2) from exc
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @app.command("models")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import platformdirs
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from galerne.errors import ConfigurationError
 
 
 def _default_home() -> Path:
@@ -35,7 +38,9 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, description="redis://host:6379/0 shares rate limits between replicas; in-process when unset."
     )
-    no_auth: bool = Field(default=False, description="Serve without API keys; loopback addresses only.")
+    no_auth: bool = Field(
+        default=False, description="Serve without API keys; loopback only (`host`, and each connection, checked)."
+    )
     workers: int = Field(default=1, ge=1, description="Server processes; >1 needs Redis and remote models only.")
     access_log: bool = Field(default=True, description="Log one line per HTTP request (never keys or bodies).")
     usage_flush_seconds: float = Field(default=0.5, gt=0, description="How often usage records are written.")
@@ -53,6 +58,15 @@ class Settings(BaseSettings):
     )
     key_cache_seconds: float = Field(default=5.0, ge=0, description="How long a key lookup is trusted.")
 
+    def check_no_auth_is_local(self) -> None:
+        """Refuse `no_auth` unless the server binds a loopback address: without keys, anyone who can
+        reach it could use every model."""
+        if self.no_auth and not is_loopback(self.host):
+            raise ConfigurationError(
+                f"--no-auth would let anyone who can reach {self.host} use every model; "
+                "it is allowed on loopback addresses only (127.0.0.1, ::1, localhost)"
+            )
+
     def as_environment(self) -> dict[str, str]:
         """These settings as `GALERNE_*` variables, for worker processes that build their own."""
         values = self.model_dump(exclude_none=True)
@@ -65,6 +79,20 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.ensure_home() / 'galerne.db'}"
 
     def ensure_home(self) -> Path:
-        """Create the data directory on first use so that a fresh machine needs no set-up step."""
-        self.home.mkdir(parents=True, exist_ok=True)
+        """Create the data directory on first use so that a fresh machine needs no set-up step; private
+        (0700), since it holds the database with every key hash and usage record."""
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         return self.home
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address, IPv4-mapped IPv6 included) is this machine's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback

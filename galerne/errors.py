@@ -24,6 +24,10 @@ how to fix it.
     │   ├── LimitStoreUnavailableError (503, code rate_limit_store_unavailable)
     │   ├── DatabaseUnavailableError (503, code database_unavailable)
     │   └── MeteringUnavailableError (503, code metering_unavailable): usage could not be recorded safely
+    ├── GenerationFailedError (500 server_error, code generation_failed)
+    ├── UpstreamError (502 server_error, code upstream_error): a remote model's upstream answered badly or not at all
+    │   └── UpstreamTimeoutError (504, code upstream_timeout)
+    ├── UpstreamRejectedError (the upstream's own 4xx status and message, passed on)
     └── ConfigurationError (raised at start-up; never reaches a client)
 """
 
@@ -202,6 +206,58 @@ class MeteringUnavailableError(ServiceUnavailableError):
 
     code = "metering_unavailable"
     default_retry_after = 30
+
+
+class GenerationFailedError(GalerneError):
+    """The engine failed while generating (not the client's fault)."""
+
+    code = "generation_failed"
+
+
+class UpstreamError(GalerneError):
+    """A remote model's upstream gave no usable answer (refused connection, 5xx, a reply that does not parse).
+
+    The client is told which model failed, never the upstream's address or words: those go to the log.
+    """
+
+    status = 502
+    type = "server_error"
+    code = "upstream_error"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class UpstreamRejectedError(GalerneError):
+    """A remote model's upstream refused the request itself (a 4xx about the request, such as a 400 or a 429):
+    the client gets the upstream's status and message, as if it had called the upstream directly.
+
+    The status varies with the upstream's, so it is set per instance; a 429 passes on the upstream's
+    Retry-After when it sent one.
+    """
+
+    type = "invalid_request_error"
+    code = "upstream_rejected"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.status = status
+        if status == 429:
+            self.type = "rate_limit_error"
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
 
 
 class ConfigurationError(GalerneError):

@@ -91,17 +91,19 @@ def start_server(
     api_key: str | None = None,
     extra_args: tuple[str, ...] = (),
     health_status: int = 200,
+    module: str = "galerne",
 ) -> RunningServer:
     """Start `python -m galerne serve` and wait until `/health` answers `health_status` (503: a part is down).
 
     Auth is on, as in production: unless `api_key` is given, a project `tests` without limits and a
-    key for it are created first, and the returned server sends that key.
+    key for it are created first, and the returned server sends that key. `module` runs another entry
+    point with the same command line (`tests.faulty_server`, the server with a planted bug).
     """
     if api_key is None and "--no-auth" not in extra_args:
         api_key = create_key(home, env=env)
     port = free_port()
     log_path = home / "server.log"
-    command = [sys.executable, "-m", "galerne", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", module, "serve", "--host", "127.0.0.1", "--port", str(port)]
     if config is not None:
         command += ["--config", str(config)]
     command += list(extra_args)

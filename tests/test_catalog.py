@@ -100,6 +100,20 @@ def test_valid_toml_file(tmp_path: Path) -> None:
         catalog.resolve("third")
 
 
+def test_a_hidden_model_resolves_exactly_as_an_unknown_one(tmp_path: Path) -> None:
+    catalog = load_catalog(_write(tmp_path, VALID_TOML.format(gguf=_gguf(tmp_path))))
+    only_first = {"first"}.__contains__
+    with pytest.raises(ModelNotFoundError) as hidden:
+        catalog.resolve("deux", is_visible=only_first)  # an alias of the hidden model
+    with pytest.raises(ModelNotFoundError) as unknown:
+        catalog.resolve("zwei", is_visible=only_first)
+    assert hidden.value.message.replace("deux", "zwei") == unknown.value.message
+    assert unknown.value.message == "model 'zwei' not found; available models: first"
+    assert catalog.resolve("one", is_visible=only_first).id == "first"
+    with pytest.raises(ModelNotFoundError, match="available models: none"):
+        catalog.resolve("one", is_visible=lambda _: False)
+
+
 def test_without_default_model_the_first_model_is_the_default(tmp_path: Path) -> None:
     text = VALID_TOML.format(gguf=_gguf(tmp_path)).replace('default_model = "second"', "")
     assert load_catalog(_write(tmp_path, text)).default_entry().id == "first"

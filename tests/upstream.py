@@ -2,7 +2,11 @@
 
 It answers `POST /v1/chat/completions` with the words of `reply`, streamed with usage in the last chunk
 when asked to stream, whole otherwise, and records the requests and headers it received.
-`fail_with` makes it answer that HTTP status instead; `words_per_second` slows it to test cancellation.
+`words_per_second` slows it to test cancellation. It fails in each way an upstream can:
+`fail_with` answers that HTTP status (with `fail_message`, and `Retry-After: retry_after` when set);
+`delay_seconds` waits before answering (a timeout); `fault` answers 200 with something broken:
+``"garbage"`` (not JSON), ``"bad_chunk"`` (JSON of the wrong shape: content that is a number, no choices)
+or ``"cut"`` (the connection drops after the first word).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 from starlette.applications import Starlette
@@ -29,6 +33,11 @@ from tests.conftest import free_port
 class Upstream:
     reply: str = "Hello from upstream ."
     fail_with: int | None = None
+    fail_message: str = "upstream is unhappy"
+    fail_code: str | None = None
+    retry_after: str | None = None
+    delay_seconds: float = 0.0
+    fault: Literal["garbage", "bad_chunk", "cut"] | None = None
     words_per_second: float | None = None
     finish_reason: str = "stop"
     received: list[dict[str, Any]] = field(default_factory=list)
@@ -40,9 +49,15 @@ class Upstream:
         body = await request.json()
         self.received.append(body)
         self.headers.append(dict(request.headers))
+        if self.delay_seconds:
+            await asyncio.sleep(self.delay_seconds)
         if self.fail_with is not None:
-            return JSONResponse({"error": {"message": "upstream is unhappy"}}, status_code=self.fail_with)
+            error = {"message": self.fail_message, "code": self.fail_code, "param": None}
+            headers = {"Retry-After": self.retry_after} if self.retry_after else None
+            return JSONResponse({"error": error}, status_code=self.fail_with, headers=headers)
         words = self.reply.split(" ")[: body.get("max_tokens") or None]
+        if self.fault is not None:
+            return self._broken(words, is_streamed=bool(body.get("stream")))
         if not body.get("stream"):
             usage = {"prompt_tokens": 11, "completion_tokens": len(words), "total_tokens": 11 + len(words)}
             message = {"role": "assistant", "content": " ".join(words)}
@@ -63,6 +78,24 @@ class Upstream:
             yield b"data: [DONE]\n\n"
         finally:
             self.num_open_streams -= 1
+
+
+    def _broken(self, words: list[str], *, is_streamed: bool) -> Response:
+        first = _event({"choices": [{"index": 0, "delta": {"content": words[0]}, "finish_reason": None}]})
+        if self.fault == "garbage":
+            return Response(b"data: {not json\n\n" if is_streamed else b"<html>bad gateway</html>", status_code=200)
+        if self.fault == "bad_chunk" and is_streamed:
+            wrong = _event({"choices": [{"index": 0, "delta": {"content": 5}, "finish_reason": "stop"}]})
+            return StreamingResponse(iter([first, wrong, b"data: [DONE]\n\n"]), media_type="text/event-stream")
+        if self.fault == "bad_chunk":
+            return JSONResponse({"object": "chat.completion", "choices": []})
+
+        async def cut() -> AsyncIterator[bytes]:
+            yield first if is_streamed else b'{"object": "chat.completion", "choi'
+            await asyncio.sleep(0.05)
+            raise ConnectionAbortedError("the upstream drops the connection (on purpose, for a test)")
+
+        return StreamingResponse(cut(), media_type="text/event-stream" if is_streamed else "application/json")
 
 
 def _event(chunk: dict[str, Any]) -> bytes:

@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 import galerne
+from galerne.api.access_log import hide_credentials_in_access_log
 from galerne.api.deps import Runtime
 from galerne.api.errors import install_error_handlers
 from galerne.api.limits import BodySizeLimit
@@ -40,6 +41,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
     Shutdown runs in reverse order of start-up: engines stop first (their requests settle), then the
     usage writer flushes every record, then the limiter and the database close.
     """
+    settings.check_no_auth_is_local()  # here too: the app may be served by other means than `galerne serve`
     catalog = catalog or load_catalog(settings.config)
 
     @asynccontextmanager
@@ -79,6 +81,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> FastAPI:
             )
             yield
 
+    hide_credentials_in_access_log()
     app = FastAPI(title="Galerne", version=galerne.__version__, lifespan=lifespan)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)

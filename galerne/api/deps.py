@@ -7,7 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from galerne.errors import GalerneError, PermissionDeniedError
+from galerne.config import is_loopback
+from galerne.errors import AuthenticationError, GalerneError, PermissionDeniedError
 from galerne.services.accounts import AccountService
 from galerne.services.auth import Authenticator, Principal
 from galerne.services.chat import ChatService
@@ -50,8 +51,19 @@ def api_key_of(request: Request) -> str | None:
 
 async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
     if runtime.authenticator is None:
-        return Principal.anonymous()
+        return _anonymous_if_local(request)
     return await runtime.authenticator.authenticate(api_key_of(request))
+
+
+def _anonymous_if_local(request: Request) -> Principal:
+    """Without keys (`--no-auth`) only connections made to a loopback address are served: the settings'
+    host is checked at start-up, but an app served by other means may listen wider than it says."""
+    host, port = request.scope.get("server") or (None, None)
+    if port is not None and not is_loopback(str(host)):  # no port: a Unix socket, local by nature
+        raise AuthenticationError(
+            "this server runs without API keys (--no-auth) and answers loopback connections only"
+        )
+    return Principal.anonymous()
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -74,6 +86,11 @@ OptionalPrincipalDep = Annotated[Principal | None, Depends(get_optional_principa
 
 
 async def get_admin(principal: PrincipalDep) -> Principal:
+    if principal.key_id is None:
+        raise PermissionDeniedError(
+            "the admin API is closed on a server without keys (--no-auth); "
+            "manage projects and keys with the `galerne` CLI"
+        )
     if not principal.is_admin:
         raise PermissionDeniedError("this endpoint needs an admin key (`galerne keys create --admin`)")
     return principal

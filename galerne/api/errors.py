@@ -1,6 +1,8 @@
 """The one place where errors become HTTP responses, in la Plateforme's error body.
 
-Schema errors name the offending field; nothing unexpected ever shows a traceback or a file path.
+Schema errors name the offending field; nothing unexpected ever shows a traceback or a file path, and an
+unexpected error (a bug) is logged once, with its traceback. Streams end with an error event instead
+(`galerne.api.sse`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from galerne.errors import GalerneError, InvalidRequestError, RequestValidationFailed
 from galerne.protocol.base import INVALID_UNICODE
@@ -23,19 +26,24 @@ logger = logging.getLogger(__name__)
 _UNION_TAGS = frozenset({"system", "user", "assistant", "tool", "developer", "text", "image_url", "str", "list"})
 _GENERATED_TAG_PREFIXES = ("function-", "list[", "dict[", "literal[", "constrained-")
 _HTTP_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+UNEXPECTED_ERROR_MESSAGE = "internal server error; the operator can find details in the log"
 # What each documented error status means, for the OpenAPI document; every one has la Plateforme's body.
 _STATUS_MEANINGS = {
     400: "A rule of the API is broken (role order, a schema that cannot be compiled, text that is not valid "
     "Unicode, bad JSON); the message says how to fix it.",
     401: "No API key, or one that is malformed, unknown, revoked, expired or disabled.",
-    403: "The key's project may not use this model, or the endpoint needs an admin key.",
-    404: "No such model, project or key.",
+    403: "The endpoint needs an admin key.",
+    404: "No such model (or one the key's project may not use), project or key.",
     409: "It already exists.",
     413: "The request body is larger than the server's limit.",
     422: "The body does not match the schema (a wrong type, a value out of bounds, an unknown field); "
     "`param` names the field.",
     429: "A rate limit or budget is reached, or the engine's queue is full; see `Retry-After`.",
-    503: "The model's engine cannot take requests now; see `Retry-After`.",
+    500: "The model failed while generating, or a bug; the operator finds the details in the log.",
+    502: "A remote model's upstream gave no usable answer.",
+    503: "A part the platform needs (engine, database, rate-limit store, metering) cannot serve now; "
+    "see `Retry-After`.",
+    504: "A remote model's upstream did not answer in time.",
 }
 
 
@@ -107,7 +115,33 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=exc.headers)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error")
-        return error_response(GalerneError("internal server error; the operator can find details in the log"))
+    app.add_middleware(CatchUnexpectedErrors)
+
+
+class CatchUnexpectedErrors:
+    """Answers an exception that no handler knows (a bug) with the generic 500, logging it once.
+
+    Not an `exception_handler(Exception)`: Starlette runs that one in its outermost middleware and then
+    re-raises, so the server would log the same traceback a second time as a crashed ASGI application.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        is_started = False
+
+        async def send_noting_start(message: Message) -> None:
+            nonlocal is_started
+            is_started = is_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_start)
+        except Exception:
+            logger.exception("unhandled error")
+            if not is_started:  # once a response has started, all that is left is to end it
+                await error_response(GalerneError(UNEXPECTED_ERROR_MESSAGE))(scope, receive, send)

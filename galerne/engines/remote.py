@@ -25,9 +25,17 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
+from pydantic import BaseModel, Field
 
 from galerne.engines.base import EngineCapabilities, EngineStats, PreparedRequest
-from galerne.errors import ContextLengthExceededError, EngineOverloadedError
+from galerne.errors import (
+    ContextLengthExceededError,
+    EngineOverloadedError,
+    GalerneError,
+    UpstreamError,
+    UpstreamRejectedError,
+    UpstreamTimeoutError,
+)
 from galerne.inference.types import FinishReason, GenerationEvent, GenerationRequest
 
 logger = logging.getLogger(__name__)
@@ -38,6 +46,44 @@ logger = logging.getLogger(__name__)
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4
 _FINISH_REASONS = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH, "tool_calls": FinishReason.STOP}
+# Upstream statuses that say the gateway is set up wrong (its key, the upstream model or URL): not the client's doing.
+_GATEWAY_SETUP_STATUSES = frozenset({401, 403, 404, 407})
+_SEE_LOG = " (the server log has the details)"
+
+
+# What is read from the upstream. Parsing it whole with pydantic turns any malformed answer (a wrong type,
+# a missing field, a count that is not an integer) into one ValueError, answered 502, never a crash mid-stream.
+class _Usage(BaseModel):
+    prompt_tokens: int | None = Field(default=None, ge=0)
+    completion_tokens: int | None = Field(default=None, ge=0)
+
+
+class _Delta(BaseModel):
+    content: str | None = None
+
+
+class _ChunkChoice(BaseModel):
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _Chunk(BaseModel):
+    choices: list[_ChunkChoice] = []
+    usage: _Usage | None = None
+
+
+class _Message(BaseModel):
+    content: str | None = None
+
+
+class _Choice(BaseModel):
+    message: _Message
+    finish_reason: str | None = None
+
+
+class _Reply(BaseModel):
+    choices: list[_Choice] = Field(min_length=1)
+    usage: _Usage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +131,21 @@ class RemoteGeneration:
         try:
             async with self._engine.session().post(self._engine.completions_url, json=body) as response:
                 if response.status != 200:
-                    yield self._failure(f"answered HTTP {response.status}: {await _error_text(response)}")
+                    yield self._failure(*await _refusal(response, self._engine.config))
                     return
                 events = self._streamed_events(response) if body["stream"] else self._whole_reply(response)
                 async for event in events:
                     yield event
-        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
-            yield self._failure(f"failed: {type(exc).__name__}")
+        except TimeoutError as exc:  # before ClientError: aiohttp's timeouts are both
+            yield self._failure(
+                UpstreamTimeoutError(
+                    f"model {self._engine.config.model_id!r}: its upstream did not answer in time; "
+                    f"retry later, or ask the operator{_SEE_LOG}"
+                ),
+                f"timed out ({type(exc).__name__}; timeout_seconds = {self._engine.config.timeout_seconds:g})",
+            )
+        except (aiohttp.ClientError, ValueError) as exc:  # ValueError: pydantic's, or a line too long
+            yield self._failure(self._bad_answer(), f"failed: {type(exc).__name__}: {exc}")
         finally:
             self._engine.num_active -= 1
 
@@ -100,47 +154,60 @@ class RemoteGeneration:
         async for raw in response.content:  # one SSE line at a time
             if self._is_cancelled:
                 return
-            line = raw.decode().strip()
-            if not line.startswith("data:"):
+            line = raw.strip()
+            if not line.startswith(b"data:"):
                 continue
-            data = line.removeprefix("data:").strip()
-            if data == "[DONE]":
+            data = line.removeprefix(b"data:").strip()
+            if data == b"[DONE]":
                 continue  # read to the end, so the connection goes back to the pool
-            chunk = json.loads(data)
-            usage = chunk.get("usage")
-            if usage:
-                self._take_usage(usage)
-            for choice in chunk.get("choices") or ():
-                text = (choice.get("delta") or {}).get("content") or ""
+            chunk = _Chunk.model_validate_json(data)
+            if chunk.usage:
+                self._take_usage(chunk.usage)
+            for choice in chunk.choices:
+                text = choice.delta.content if choice.delta else None
                 if text:
-                    self.completion_tokens += 0 if usage else 1
+                    self.completion_tokens += 0 if chunk.usage else 1
                     yield GenerationEvent(text, self.prompt_tokens, self.completion_tokens)
-                if choice.get("finish_reason"):
-                    finish = _FINISH_REASONS.get(choice["finish_reason"], FinishReason.STOP)
+                if choice.finish_reason:
+                    finish = _FINISH_REASONS.get(choice.finish_reason, FinishReason.STOP)
         if finish is None:
-            yield self._failure("ended its stream without a finish_reason")
+            yield self._failure(self._bad_answer(), "ended its stream without a finish_reason")
             return
         yield GenerationEvent("", self.prompt_tokens, self.completion_tokens, finish)
 
     async def _whole_reply(self, response: aiohttp.ClientResponse) -> AsyncIterator[GenerationEvent]:
         """A client that does not stream gets the upstream's reply in one piece: one request, one parse."""
-        reply = json.loads(await response.read())
-        self._take_usage(reply.get("usage") or {})
-        choice = reply["choices"][0]
-        text = (choice.get("message") or {}).get("content") or ""
-        finish = _FINISH_REASONS.get(choice.get("finish_reason") or "stop", FinishReason.STOP)
+        reply = _Reply.model_validate_json(await response.read())
+        if reply.usage:
+            self._take_usage(reply.usage)
+        choice = reply.choices[0]
+        text = choice.message.content or ""
+        finish = _FINISH_REASONS.get(choice.finish_reason or "stop", FinishReason.STOP)
         if text:
             yield GenerationEvent(text, self.prompt_tokens, self.completion_tokens)
         yield GenerationEvent("", self.prompt_tokens, self.completion_tokens, finish)
 
-    def _take_usage(self, usage: dict[str, Any]) -> None:
-        self.prompt_tokens = int(usage.get("prompt_tokens", self.prompt_tokens))
-        self.completion_tokens = int(usage.get("completion_tokens", self.completion_tokens))
+    def _take_usage(self, usage: _Usage) -> None:
+        if usage.prompt_tokens is not None:
+            self.prompt_tokens = usage.prompt_tokens
+        if usage.completion_tokens is not None:
+            self.completion_tokens = usage.completion_tokens
 
-    def _failure(self, what: str) -> GenerationEvent:
-        message = f"upstream model {self._engine.config.upstream_model!r} {what}"
-        logger.warning("%s", message)
-        return GenerationEvent("", self.prompt_tokens, self.completion_tokens, FinishReason.ERROR, message)
+    def _bad_answer(self) -> UpstreamError:
+        return UpstreamError(
+            f"model {self._engine.config.model_id!r} got no valid answer from its upstream; "
+            f"retry later, or ask the operator{_SEE_LOG}"
+        )
+
+    def _failure(self, error: GalerneError, detail: str) -> GenerationEvent:
+        """The details (status, upstream text, exception) go to the log; the client gets `error` alone."""
+        config = self._engine.config
+        logger.warning(
+            "model %r: upstream %r at %s %s", config.model_id, config.upstream_model, config.base_url, detail
+        )
+        return GenerationEvent(
+            "", self.prompt_tokens, self.completion_tokens, FinishReason.ERROR, f"upstream {detail}", failure=error
+        )
 
 
 class RemoteEngine:
@@ -206,7 +273,9 @@ class RemoteEngine:
             headers = {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
             self._session = aiohttp.ClientSession(
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout_seconds, sock_connect=10.0),
+                # No cap on a whole reply (a long stream is fine), only on silence: connecting, then
+                # waiting for the first byte or the next chunk.
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=self.config.timeout_seconds),
                 connector=aiohttp.TCPConnector(limit=self.config.max_concurrent_requests),
             )
         return self._session
@@ -251,15 +320,45 @@ class RemoteEngine:
         return body
 
 
-async def _error_text(response: aiohttp.ClientResponse) -> str:
-    """The upstream's error message, short; never the request headers (they hold the key)."""
-    raw = (await response.content.read(500)).decode(errors="replace")
+async def _refusal(response: aiohttp.ClientResponse, config: RemoteModelConfig) -> tuple[GalerneError, str]:
+    """What a client is told when the upstream answers with an error status, and the line for the log.
+
+    A 4xx about the request (bad parameters, too long, the upstream's own rate limit) is the client's to
+    fix, so it is passed on with the upstream's status and message. 401, 403, 404 and 407 are about the
+    gateway's own set-up (its upstream key, `upstream_model`, `base_url`) and 5xx are the upstream's
+    fault: the client sees a 502 naming the model, the operator finds the upstream's words in the log.
+    """
+    message, code, param = await _upstream_error(response)
+    detail = f"answered HTTP {response.status}: {message}"
+    model = config.model_id
+    if response.status == 408:
+        return UpstreamTimeoutError(f"model {model!r}: its upstream timed out; retry later{_SEE_LOG}"), detail
+    if 400 <= response.status < 500 and response.status not in _GATEWAY_SETUP_STATUSES:
+        retry_after = response.headers.get("Retry-After", "")
+        return UpstreamRejectedError(
+            f"the upstream of model {model!r} refused the request: {message}",
+            status=response.status,
+            code=code,
+            param=param,
+            retry_after=int(retry_after) if retry_after.isdigit() and response.status == 429 else None,
+        ), detail
+    return UpstreamError(f"model {model!r} got no valid answer from its upstream; retry later, "
+                         f"or ask the operator{_SEE_LOG}"), detail
+
+
+async def _upstream_error(response: aiohttp.ClientResponse) -> tuple[str, str | None, str | None]:
+    """The upstream's error message, code and param, short; never the request headers (they hold the key)."""
+    raw = (await response.content.read(4096)).decode(errors="replace")
     try:
         parsed = json.loads(raw)
     except json.JSONDecodeError:
-        return raw
-    if isinstance(parsed, dict):
-        error = parsed.get("error", parsed)
-        message = error.get("message") if isinstance(error, dict) else error
-        return str(message or raw)[:300]
-    return raw[:300]
+        return raw[:300], None, None
+    error = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed
+    if not isinstance(error, dict):
+        return str(error)[:300], None, None
+    message = error.get("message") or error.get("detail") or raw
+    return str(message)[:300], _short_text(error.get("code")), _short_text(error.get("param"))
+
+
+def _short_text(value: object) -> str | None:
+    return value if isinstance(value, str) and 0 < len(value) <= 64 and value.isprintable() else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from galerne.errors import GalerneError
 from galerne.inference.constraints import OutputConstraint
 
 
@@ -103,6 +104,9 @@ class GenerationEvent:
 
     `text` is new, complete UTF-8 text (stop strings held back until ruled out); the last event has a
     `finish_reason`. Token counts are cumulative so a consumer that stops reading still knows them.
+    A failed generation ends with `finish_reason == ERROR`: `error` says what went wrong, and `failure`,
+    when the engine knows better than a generic 500 (a remote upstream's 502, 504 or 4xx), is the error
+    the client gets.
     """
 
     text: str
@@ -110,3 +114,4 @@ class GenerationEvent:
     completion_tokens: int
     finish_reason: FinishReason | None = None
     error: str | None = None
+    failure: GalerneError | None = None

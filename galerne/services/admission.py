@@ -1,5 +1,5 @@
-"""Admission and settlement of one request: model allowed → budget left → rate limits reserved → … →
-tokens refunded and usage recorded.
+"""Admission and settlement of one request: budget left → rate limits reserved → … → tokens refunded and
+usage recorded. (Whether the key's project may use the model was settled when the model was resolved.)
 
 Tokens are reserved up front (prompt plus the most the reply may take), so concurrent requests can
 never overshoot a tokens/minute limit together (LiteLLM's #18730 let 663 tokens through a 100 TPM
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from galerne.catalog import ModelEntry
-from galerne.errors import BudgetExceededError, PermissionDeniedError
+from galerne.errors import BudgetExceededError
 from galerne.services.auth import Principal
 from galerne.services.limits import Lease, Limiter
 from galerne.services.metering import UsageEvent, UsageMeter, UsageStatus, cost_micros, now_utc
@@ -54,19 +54,10 @@ class Admission:
         self._budget_cache_seconds = budget_cache_seconds
         self._spent: dict[str, tuple[float, date, int, int]] = {}
 
-    def check_model(self, principal: Principal, entry: ModelEntry) -> None:
-        """403 when the key's project may not use this model (la Plateforme would say 404; we say why)."""
-        if not principal.may_use(entry.id):
-            raise PermissionDeniedError(
-                f"project {principal.project_name!r} may not use model {entry.id!r}; ask the operator to allow it",
-                param="model",
-                code="model_not_allowed",
-            )
-
-    async def precheck(self, principal: Principal, entry: ModelEntry) -> None:
-        """Refuse (403/429) what is bound to be refused, before the request's expensive preparation:
-        a model the project may not use, a spent budget, a rate limit with no room left at all."""
-        self.check_model(principal, entry)
+    async def precheck(self, principal: Principal) -> None:
+        """Refuse (429/503) what is bound to be refused, before the request's expensive preparation:
+        a spent budget, a rate limit with no room left at all, metering that cannot record."""
+        self._meter.check_capacity()
         if principal.project_id is None:
             return
         await self._check_budget(principal, principal.project_id)

@@ -48,8 +48,9 @@ class Principal:
 
     @classmethod
     def anonymous(cls) -> Principal:
-        """The caller of a `--no-auth` server: no limits, every model, admin rights (it is local use)."""
-        return cls(key_id=None, project_id=None, project_name="(no auth)", is_admin=True)
+        """The caller of a `--no-auth` server: no limits, every model, but no admin API — whoever can reach
+        the port is not thereby an operator (the CLI is the operator's tool)."""
+        return cls(key_id=None, project_id=None, project_name="(no auth)", is_admin=False)
 
     def may_use(self, model_id: str) -> bool:
         return self.allowed_models is None or model_id in self.allowed_models

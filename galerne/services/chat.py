@@ -6,7 +6,7 @@ cannot run is refused with a proper status, not with an error inside a 200 strea
 Example::
 
     run = await chat.start(ChatCompletionRequest(model="smollm2", messages=[...]), principal)
-    response = await chat.complete(run)          # or: async for chunk in chat.stream(run)
+    response = await chat.complete(run)          # or: async for chunk in await chat.stream(run)
 
 Every accepted run is settled exactly once — usage recorded, unused rate-limit tokens refunded —
 when it finishes, fails, or its client leaves; `abandon` covers a run whose reply never started.
@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field, replace
 
 from galerne.catalog import Capability, ModelEntry
 from galerne.engines.base import EngineCapabilities, Generation
-from galerne.errors import GalerneError, RateLimitExceededError, UnsupportedFeatureError
+from galerne.errors import GenerationFailedError, RateLimitExceededError, UnsupportedFeatureError
 from galerne.inference.constraints import JsonOutput, OutputConstraint, ToolCallOutput, ToolChoice
 from galerne.inference.types import ChatMessage, FinishReason, GenerationEvent, GenerationRequest, Role
 from galerne.inference.validate import DEFAULT_TEMPERATURE, to_generation_request
@@ -33,10 +33,6 @@ from galerne.services.metering import UsageStatus
 from galerne.services.metrics import Metrics
 from galerne.services.models import ModelRegistry
 from galerne.structured.outputs import check_json_reply, looks_like_tool_calls, parse_tool_calls
-
-
-class GenerationFailedError(GalerneError):
-    """The engine failed while generating (not the client's fault)."""
 
 
 @dataclass
@@ -97,17 +93,13 @@ class ChatService:
         self._metrics = metrics
         self._admission = admission
 
-    def check_model(self, principal: Principal, entry: ModelEntry) -> None:
-        """403 when the caller's project may not use this model."""
-        self._admission.check_model(principal, entry)
-
     async def start(self, request: wire.ChatCompletionRequest, principal: Principal) -> ChatRun:
-        """Validate, admit and submit; raises 4xx errors (unknown or forbidden model, bad conversation,
+        """Validate, admit and submit; raises 4xx errors (unknown or hidden model, bad conversation,
         too long, over a limit or budget, busy) before anything is generated."""
-        entry = self._registry.catalog.resolve(request.model)
+        entry = self._registry.catalog.resolve(request.model, is_visible=principal.may_use)
         try:
             # Cheap refusals first: a project over its limits must not get to tokenize a 7 MB prompt.
-            await self._admission.precheck(principal, entry)
+            await self._admission.precheck(principal)
         except RateLimitExceededError as exc:
             self._metrics.refused.labels(entry.id, exc.code or "").inc()
             raise
@@ -155,6 +147,9 @@ class ChatService:
             async for index, event in _merge(run.generations):
                 self._observe(run, index, event)
             status = self._final_status(run)
+        except Exception:
+            status = "error"
+            raise
         finally:
             self._record(run, status)
         choices = []
@@ -166,15 +161,40 @@ class ChatService:
         )
 
     async def stream(self, run: ChatRun) -> AsyncIterator[wire.ChatCompletionChunk]:
-        """Chunks in la Plateforme's shape: role first, text deltas, then finish_reason and usage last."""
+        """Wait for the engine's first event, then return the chunks in la Plateforme's shape: role first,
+        text deltas, then finish_reason and usage last.
+
+        Waiting first means a generation that fails at once (an upstream's 4xx, 502 or 504) raises here,
+        before any byte is sent, and so is answered with its own status rather than inside a 200 stream.
+        """
+        events = _merge(run.generations)
+        try:
+            first = await anext(events, None)
+            if first is not None:
+                self._observe(run, *first)
+        except BaseException as exc:
+            await events.aclose()
+            self._record(run, "error" if isinstance(exc, Exception) else "cancelled")
+            raise
+        return self._chunks(run, first, events)
+
+    async def _chunks(
+        self,
+        run: ChatRun,
+        first: tuple[int, GenerationEvent] | None,
+        events: AsyncIterator[tuple[int, GenerationEvent]],
+    ) -> AsyncIterator[wire.ChatCompletionChunk]:
         status = "cancelled"
         try:
             for index in range(len(run.generations)):
                 yield self._chunk(run, index, wire.Delta(role="assistant", content=run.prefix))
-            async for index, event in _merge(run.generations):
-                self._observe(run, index, event)
-                if event.text and not run.progress[index].is_holding_tool_calls:
-                    yield self._chunk(run, index, wire.Delta(content=event.text))
+            if first is not None:
+                if chunk := self._text_chunk(run, *first):
+                    yield chunk
+                async for index, event in events:
+                    self._observe(run, index, event)
+                    if chunk := self._text_chunk(run, index, event):
+                        yield chunk
             status = self._final_status(run)
             self._record(run, status)  # durable before the final chunks and [DONE] go out
             last = len(run.generations) - 1
@@ -186,8 +206,17 @@ class ChatService:
                     yield self._chunk(run, index, wire.Delta(content=message.content))
                 usage = run.usage() if index == last else None
                 yield self._chunk(run, index, wire.Delta(), finish_reason=reason, usage=usage)
+        except Exception:
+            status = "error"
+            raise
         finally:
             self._record(run, status)
+
+    def _text_chunk(self, run: ChatRun, index: int, event: GenerationEvent) -> wire.ChatCompletionChunk | None:
+        """The chunk for an observed event's text; none while a reply that starts as tool calls is held."""
+        if event.text and not run.progress[index].is_holding_tool_calls:
+            return self._chunk(run, index, wire.Delta(content=event.text))
+        return None
 
     def _chunk(
         self,
@@ -223,7 +252,7 @@ class ChatService:
         if event.finish_reason is not None:
             progress.finish_reason = event.finish_reason
             if event.finish_reason is FinishReason.ERROR:
-                raise GenerationFailedError(event.error or "the model failed while generating; retry")
+                raise event.failure or GenerationFailedError(event.error or "the model failed while generating; retry")
 
     def _final_status(self, run: ChatRun) -> str:
         return "ok" if all(p.finish_reason is not None for p in run.progress) else "cancelled"
@@ -237,11 +266,9 @@ class ChatService:
         if run.is_recorded:
             return
         run.is_recorded = True
-        if status == "cancelled":
+        if status != "ok":  # stop whatever still runs: the client left, or one choice failed
             for generation in run.generations:
                 generation.cancel()
-            if any(p.finish_reason is FinishReason.ERROR for p in run.progress):
-                status = "error"
         usage = run.usage()
         self._admission.settle(
             run.ticket,
@@ -257,30 +284,33 @@ class ChatService:
         self._metrics.request_duration.labels(run.model).observe(time.monotonic() - run.progress[0].started)
 
 
-async def _merge(generations: list[Generation]) -> AsyncIterator[tuple[int, GenerationEvent]]:
+async def _merge(generations: list[Generation]) -> AsyncGenerator[tuple[int, GenerationEvent], None]:
     """Events of all choices as they come; one choice is iterated directly (the common, fast case)."""
     if len(generations) == 1:
         async for event in generations[0].events():
             yield 0, event
         return
-    queue: asyncio.Queue[tuple[int, GenerationEvent | None]] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[int, GenerationEvent | Exception | None]] = asyncio.Queue()
 
     async def pump(index: int, generation: Generation) -> None:
         try:
             async for event in generation.events():
                 await queue.put((index, event))
-        finally:
             await queue.put((index, None))
+        except Exception as exc:  # handed to the consumer, so one choice's failure is not lost in its task
+            await queue.put((index, exc))
 
     tasks = [asyncio.create_task(pump(index, g)) for index, g in enumerate(generations)]
     try:
         remaining = len(tasks)
         while remaining:
-            index, maybe_event = await queue.get()
-            if maybe_event is None:
+            index, item = await queue.get()
+            if item is None:
                 remaining -= 1
+            elif isinstance(item, Exception):
+                raise item
             else:
-                yield index, maybe_event
+                yield index, item
     finally:
         for task in tasks:
             task.cancel()

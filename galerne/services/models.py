@@ -111,5 +111,6 @@ def _remote_config(entry: ModelEntry) -> RemoteModelConfig:
         api_key=api_key,
         context_length=entry.context_length,
         max_concurrent_requests=entry.max_concurrent_requests,
+        timeout_seconds=entry.timeout_seconds,
         model_id=entry.id,
     )

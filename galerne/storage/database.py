@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from galerne.errors import ConfigurationError
+from galerne.storage.files import create_private_file, sqlite_files
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ class Database:
         options: dict[str, Any] = {"pool_pre_ping": True}
         if parsed.get_backend_name() == "sqlite":
             options["connect_args"] = {"check_same_thread": False}
+            for database_file in sqlite_files(url)[:1]:  # made 0600 before SQLite makes it with the umask's mode
+                create_private_file(database_file)
         engine = create_engine(parsed, **options)
         if parsed.get_backend_name() == "sqlite":
             event.listen(engine, "connect", _apply_sqlite_pragmas)

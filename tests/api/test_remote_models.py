@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
+import httpx
 import pytest
-import redis
 
 from tests.conftest import RunningServer, start_server, stop_server
+from tests.databases import require_redis
 from tests.upstream import Upstream, running_upstream
 
 HELLO = [{"role": "user", "content": "Say hello."}]
@@ -28,6 +31,7 @@ def gateway(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Ite
         f'[[models]]\nid = "far"\nengine = "remote"\nbase_url = "{upstream.base_url}"\nupstream_model = "up"\n'
         'api_key_env = "UPSTREAM_KEY"\ncontext_length = 8192\nprice_input_per_million = 2.0\n'
         "price_output_per_million = 6.0\n"
+        f'[[models]]\nid = "impatient"\nengine = "remote"\nbase_url = "{upstream.base_url}"\ntimeout_seconds = 0.5\n'
     )
     env = {"GALERNE_CONFIG": str(config), "UPSTREAM_KEY": "sk-upstream-secret", "GALERNE_USAGE_FLUSH_SECONDS": "0.1"}
     running = start_server(home, env=env)
@@ -75,27 +79,88 @@ def test_tools_and_json_are_refused_for_remote_models(gateway: RunningServer) ->
     assert refused.status_code == 400 and refused.json()["code"] == "unsupported_feature"
 
 
-def test_an_upstream_failure_is_reported_without_a_500(gateway: RunningServer, upstream: Upstream) -> None:
-    upstream.fail_with = 503
+@contextmanager
+def failing(upstream: Upstream, **how: object) -> Iterator[Upstream]:
+    """The shared upstream fails as `how` says for the duration of the block."""
+    saved = {name: getattr(upstream, name) for name in how}
+    for name, value in how.items():
+        setattr(upstream, name, value)
     try:
-        reply = gateway.post("/v1/chat/completions", json={"model": "far", "messages": HELLO})
+        yield upstream
     finally:
-        upstream.fail_with = None
-    assert reply.status_code == 500 and reply.json()["type"] == "server_error"
-    assert "upstream model 'up' answered HTTP 503" in reply.json()["message"]
+        for name, value in saved.items():
+            setattr(upstream, name, value)
+
+
+def events_of(reply: httpx.Response) -> list[dict[str, Any]]:
+    lines = [line[6:] for line in reply.text.splitlines() if line.startswith("data: ")]
+    assert lines and lines[-1] == "[DONE]", reply.text
+    return [json.loads(line) for line in lines[:-1]]
+
+
+def test_an_upstream_5xx_is_a_502_naming_the_model_with_the_details_in_the_log(
+    gateway: RunningServer, upstream: Upstream
+) -> None:
+    with failing(upstream, fail_with=503, fail_message="replica r7 at 10.1.2.3 is overloaded"):
+        reply = gateway.post("/v1/chat/completions", json={"model": "far", "messages": HELLO})
+    assert reply.status_code == 502, reply.text
+    body = reply.json()
+    assert (body["type"], body["code"]) == ("server_error", "upstream_error") and "'far'" in body["message"]
+    assert "10.1.2.3" not in reply.text and "127.0.0.1" not in reply.text
+    assert "HTTP 503: replica r7 at 10.1.2.3 is overloaded" in gateway.log()
+
+
+def test_a_silent_upstream_is_a_504(gateway: RunningServer, upstream: Upstream) -> None:
+    with failing(upstream, delay_seconds=2.0):
+        reply = gateway.post("/v1/chat/completions", json={"model": "impatient", "messages": HELLO})
+    assert reply.status_code == 504 and reply.json()["code"] == "upstream_timeout", reply.text
+    assert "'impatient'" in reply.json()["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_upstream_4xx_passes_on_with_its_status_and_message(
+    gateway: RunningServer, upstream: Upstream, stream: bool
+) -> None:
+    with failing(upstream, fail_with=429, fail_message="slow down", fail_code="rate_limited", retry_after="9"):
+        reply = gateway.post("/v1/chat/completions", json={"model": "far", "messages": HELLO, "stream": stream})
+    assert reply.status_code == 429, reply.text
+    assert reply.json()["code"] == "rate_limited" and "slow down" in reply.json()["message"]
+    assert reply.headers["retry-after"] == "9"
+
+
+@pytest.mark.parametrize("fault", ["bad_chunk", "cut"])
+def test_a_stream_whose_upstream_breaks_midway_ends_with_an_error_event_then_done(
+    gateway: RunningServer, upstream: Upstream, fault: str
+) -> None:
+    with failing(upstream, fault=fault):
+        reply = gateway.post("/v1/chat/completions", json={"model": "far", "messages": HELLO, "stream": True})
+    assert reply.status_code == 200
+    events = events_of(reply)
+    assert events[1]["choices"][0]["delta"]["content"] == "Hello"  # what came before the break was sent
+    last = events[-1]
+    assert last["object"] == "error" and last["code"] == "upstream_error" and "'far'" in last["message"]
+
+
+# A streamed "bad_chunk" or "cut" breaks after the first word: the test above.
+@pytest.mark.parametrize(
+    ("fault", "stream"), [("garbage", False), ("bad_chunk", False), ("cut", False), ("garbage", True)]
+)
+def test_an_upstream_that_breaks_before_its_first_word_is_a_502(
+    gateway: RunningServer, upstream: Upstream, fault: str, stream: bool
+) -> None:
+    with failing(upstream, fault=fault):
+        reply = gateway.post("/v1/chat/completions", json={"model": "far", "messages": HELLO, "stream": stream})
+    assert reply.status_code == 502 and reply.json()["code"] == "upstream_error", reply.text
 
 
 def test_two_workers_serve_a_remote_model_and_share_limits(
     upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    try:
-        redis.Redis.from_url("redis://127.0.0.1:6379/0").ping()
-    except redis.RedisError:
-        pytest.skip("Redis is not reachable at 127.0.0.1:6379")
+    redis_url = require_redis()
     home = tmp_path_factory.mktemp("workers")
     config = home / "catalogue.toml"
     config.write_text(f'[[models]]\nid = "far"\nengine = "remote"\nbase_url = "{upstream.base_url}"\n')
-    env = {"GALERNE_CONFIG": str(config), "GALERNE_REDIS_URL": "redis://127.0.0.1:6379/0"}
+    env = {"GALERNE_CONFIG": str(config), "GALERNE_REDIS_URL": redis_url}
     server = start_server(home, env=env, extra_args=("--workers", "2"))
     try:
         server.cli("projects", "create", "limited", "--rpm", "6")
@@ -107,5 +172,9 @@ def test_two_workers_serve_a_remote_model_and_share_limits(
         ]
         assert statuses.count(200) == 6 and statuses.count(429) == 4
         assert "Started parent process" in server.log()
+        # Each worker builds its own app, and each hides credentials from its access log.
+        for _ in range(4):
+            assert server.get(f"/v1/models?api_key={key}", headers={"Connection": "close"}).status_code == 401
     finally:
         stop_server(server)
+    assert server.log().count("/v1/models?api_key=[REDACTED]") == 4 and key.split(".")[1] not in server.log()

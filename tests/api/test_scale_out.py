@@ -12,23 +12,17 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-import redis
 
 from tests.conftest import RunningServer, create_key, run_cli, start_server, stop_server
-from tests.databases import fresh_database_url
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
+from tests.databases import fresh_database_url, require_redis
 
 
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, RunningServer]]:
-    try:
-        redis.Redis.from_url(REDIS_URL).ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"Redis is not reachable at {REDIS_URL}: {exc}")
+    redis_url = require_redis()
     home = tmp_path_factory.mktemp("replicas")
     with fresh_database_url("postgresql", home) as database_url:
-        env = {"GALERNE_DATABASE_URL": database_url, "GALERNE_REDIS_URL": REDIS_URL,
+        env = {"GALERNE_DATABASE_URL": database_url, "GALERNE_REDIS_URL": redis_url,
                "GALERNE_USAGE_FLUSH_SECONDS": "0.1"}
         key = create_key(home, env=env)
         (home / "a").mkdir()

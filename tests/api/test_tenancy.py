@@ -143,13 +143,29 @@ def test_a_revoked_key_stops_working(tenancy_server: RunningServer) -> None:
 # --- 403 -----------------------------------------------------------------------------------------------
 
 
-def test_a_model_the_project_may_not_use_is_403_and_hidden(tenancy_server: RunningServer) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_model_the_project_may_not_use_is_answered_exactly_as_an_unknown_one(
+    tenancy_server: RunningServer, stream: bool
+) -> None:
     _, key = new_key(tenancy_server, models="")
-    response = chat(tenancy_server, key)
-    assert response.status_code == 403
-    assert response.json()["code"] == "model_not_allowed" and response.json()["type"] == "permission_error"
+    hidden = chat(tenancy_server, key, stream=stream)
+    unknown = chat(tenancy_server, key, stream=stream, model="nonexistent")
+    assert hidden.status_code == unknown.status_code == 404
+    assert hidden.json() == {**unknown.json(), "message": unknown.json()["message"].replace("nonexistent", "smol")}
+    assert hidden.json()["code"] == "model_not_found" and hidden.json()["type"] == "invalid_request_error"
     assert tenancy_server.get("/v1/models", headers=bearer(key)).json()["data"] == []
-    assert tenancy_server.get("/v1/models/smol", headers=bearer(key)).status_code == 403
+    card_hidden = tenancy_server.get("/v1/models/smol", headers=bearer(key))
+    card_unknown = tenancy_server.get("/v1/models/nonexistent", headers=bearer(key))
+    assert card_hidden.status_code == card_unknown.status_code == 404
+    assert card_hidden.json()["message"] == card_unknown.json()["message"].replace("nonexistent", "smol")
+
+
+def test_an_unknown_model_lists_only_the_models_the_project_may_use(tenancy_server: RunningServer) -> None:
+    _, hidden_from = new_key(tenancy_server, models="")
+    _, allowed = new_key(tenancy_server, models="smol")
+    assert "smol" not in chat(tenancy_server, hidden_from, model="gpt-17").json()["message"]
+    assert "available models: smol" in chat(tenancy_server, allowed, model="gpt-17").json()["message"]
+    assert tenancy_server.get("/v1/models/smol", headers=bearer(allowed)).json()["id"] == "smol"
 
 
 def test_admin_endpoints_need_an_admin_key(tenancy_server: RunningServer) -> None:
@@ -330,6 +346,24 @@ def test_key_material_never_reaches_the_log(tenancy_server: RunningServer) -> No
     log = tenancy_server.log()
     assert secret not in log and secret[:-3] not in log
     assert project  # the project name may be logged; secrets never
+
+
+def test_a_key_sent_in_the_query_string_is_refused_and_redacted_in_the_access_log(
+    tenancy_server: RunningServer,
+) -> None:
+    _, key = new_key(tenancy_server)
+    secret = key.split(".", 1)[1]
+    for query in (f"api_key={key}", f"Token={secret}", f"ACCESS_TOKEN={secret}&key={secret}"):
+        response = tenancy_server.get(f"/v1/models?{query}", headers={})
+        assert response.status_code == 401 and "Authorization: Bearer" in response.json()["message"]
+    for _ in range(50):  # the access log line is written once the response has started
+        log = tenancy_server.log()
+        if "ACCESS_TOKEN=[REDACTED]&key=[REDACTED]" in log:
+            break
+        time.sleep(0.1)
+    assert '"GET /v1/models?api_key=[REDACTED] HTTP/1.1" 401' in log
+    assert "Token=[REDACTED]" in log and "ACCESS_TOKEN=[REDACTED]&key=[REDACTED]" in log
+    assert secret not in log
 
 
 def test_first_start_says_how_to_create_an_admin_key(tenancy_server: RunningServer) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
 from galerne.engines.remote import RemoteEngine, RemoteModelConfig
-from galerne.errors import ContextLengthExceededError
+from galerne.errors import ContextLengthExceededError, UpstreamError, UpstreamRejectedError, UpstreamTimeoutError
 from galerne.inference.types import ChatMessage, FinishReason, GenerationEvent, GenerationRequest, Role, SamplingParams
+from tests.conftest import free_port
 from tests.upstream import Upstream, running_upstream
 
 
@@ -64,19 +66,61 @@ async def test_length_is_passed_on(upstream: Upstream) -> None:
     assert "authorization" not in upstream.headers[0]
 
 
-async def test_an_upstream_error_is_an_error_event_without_the_key(upstream: Upstream) -> None:
+async def test_an_upstream_5xx_is_a_502_naming_the_model_and_the_details_go_to_the_log(
+    upstream: Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
     upstream.fail_with = 500
-    engine = RemoteEngine(RemoteModelConfig(base_url=upstream.base_url, upstream_model="up", api_key="sk-secret"))
+    engine = RemoteEngine(
+        RemoteModelConfig(base_url=upstream.base_url, upstream_model="up", api_key="sk-secret", model_id="far")
+    )
     events = await collect(engine, request())
+    failure = events[-1].failure
+    assert events[-1].finish_reason is FinishReason.ERROR and isinstance(failure, UpstreamError)
+    assert (failure.status, failure.code) == (502, "upstream_error") and "'far'" in failure.message
+    assert "unhappy" not in failure.message and "127.0.0.1" not in failure.message
+    assert "HTTP 500: upstream is unhappy" in caplog.text and "sk-secret" not in caplog.text
+
+
+async def test_an_unreachable_upstream_is_a_502() -> None:
+    engine = RemoteEngine(RemoteModelConfig(base_url=f"http://127.0.0.1:{free_port()}/v1", upstream_model="up"))
+    events = await collect(engine, request())
+    assert isinstance(events[-1].failure, UpstreamError) and events[-1].failure.status == 502
+
+
+@pytest.mark.parametrize("is_streamed", [True, False])
+@pytest.mark.parametrize("fault", ["garbage", "bad_chunk", "cut"])
+async def test_a_malformed_or_cut_answer_is_a_502(upstream: Upstream, fault: str, is_streamed: bool) -> None:
+    upstream.fault = fault  # type: ignore[assignment]
+    engine = RemoteEngine(RemoteModelConfig(base_url=upstream.base_url, upstream_model="up"))
+    events = await collect(engine, replace(request(), is_streamed=is_streamed))
     assert events[-1].finish_reason is FinishReason.ERROR
-    assert "500" in (events[-1].error or "") and "upstream is unhappy" in (events[-1].error or "")
-    assert "sk-secret" not in (events[-1].error or "")
+    assert isinstance(events[-1].failure, UpstreamError) and events[-1].failure.status == 502
 
 
-async def test_an_unreachable_upstream_is_an_error_event() -> None:
-    engine = RemoteEngine(RemoteModelConfig(base_url="http://127.0.0.1:9/v1", upstream_model="up"))
+async def test_a_silent_upstream_is_a_504(upstream: Upstream) -> None:
+    upstream.delay_seconds = 2
+    engine = RemoteEngine(RemoteModelConfig(base_url=upstream.base_url, upstream_model="up", timeout_seconds=0.3))
     events = await collect(engine, request())
-    assert events[-1].finish_reason is FinishReason.ERROR and "Connect" in (events[-1].error or "")
+    failure = events[-1].failure
+    assert isinstance(failure, UpstreamTimeoutError) and (failure.status, failure.code) == (504, "upstream_timeout")
+
+
+@pytest.mark.parametrize(("status", "passed_on"), [(400, 400), (422, 422), (429, 429), (401, 502), (404, 502)])
+async def test_upstream_4xx_about_the_request_pass_on_and_set_up_faults_do_not(
+    upstream: Upstream, status: int, passed_on: int
+) -> None:
+    upstream.fail_with, upstream.fail_message, upstream.fail_code, upstream.retry_after = (
+        status, "max_tokens is too large", "too_large", "7"
+    )
+    engine = RemoteEngine(RemoteModelConfig(base_url=upstream.base_url, upstream_model="up", model_id="far"))
+    failure = (await collect(engine, request()))[-1].failure
+    assert failure is not None and failure.status == passed_on
+    if passed_on == status:
+        assert isinstance(failure, UpstreamRejectedError) and failure.code == "too_large"
+        assert "max_tokens is too large" in failure.message and "'far'" in failure.message
+        assert failure.headers() == ({"Retry-After": "7"} if status == 429 else {})
+    else:
+        assert isinstance(failure, UpstreamError) and "max_tokens" not in failure.message
 
 
 async def test_leaving_early_closes_the_upstream_stream(upstream: Upstream) -> None:

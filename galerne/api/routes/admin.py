@@ -19,7 +19,7 @@ from galerne.protocol.admin import PRINTABLE, KeyCreateRequest, UsageReport
 from galerne.services.accounts import CreatedKey, KeyInfo, ProjectInfo, ProjectLimitsSpec, ProjectSpec
 from galerne.services.usage import as_csv
 
-router = APIRouter(prefix="/admin", responses=error_responses(400, 401, 403, 404, 409, 413, 422))
+router = APIRouter(prefix="/admin", responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503))
 _CSV: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}
 # Names and ids from the URL are looked up in the database, which cannot compare text holding NUL.
 NameInPath = Annotated[str, Path(pattern=PRINTABLE)]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
@@ -15,7 +16,10 @@ from galerne.api.errors import error_responses
 from galerne.api.sse import SSE_HEADERS, encode_events, event_stream_content
 from galerne.protocol.chat import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse
 
-router = APIRouter(responses=error_responses(400, 401, 403, 404, 413, 422, 429, 503))
+logger = logging.getLogger(__name__)
+router = APIRouter(responses=error_responses(400, 401, 404, 413, 422, 429, 500, 502, 503, 504))
+
+T = TypeVar("T")
 
 
 class SettledStreamingResponse(StreamingResponse):
@@ -44,29 +48,61 @@ async def chat_completions(
 ) -> Any:
     """Chat with a model; `stream: true` answers with server-sent events."""
     run = await runtime.chat.start(body, principal)
-    if body.stream:
-        # Starlette cancels this generator when the client disconnects, which cancels the generation.
-        return SettledStreamingResponse(
-            encode_events(runtime.chat.stream(run)),
-            media_type="text/event-stream",
-            headers={**SSE_HEADERS, **run.limit_headers},
-            on_close=lambda: runtime.chat.abandon(run),
-        )
-    completion = asyncio.ensure_future(runtime.chat.complete(run))
-    watcher = asyncio.ensure_future(_cancel_on_disconnect(request, completion))
+    is_settled_by_response = False
     try:
+        if body.stream:
+            # Returns at the engine's first event, so a generation refused at once keeps its own status.
+            chunks = await _unless_client_leaves(request, runtime.chat.stream(run))
+            if chunks is None:
+                return _client_left(request)
+            is_settled_by_response = True
+            # Starlette cancels this generator when the client disconnects, which cancels the generation.
+            return SettledStreamingResponse(
+                encode_events(chunks),
+                media_type="text/event-stream",
+                headers={**SSE_HEADERS, **run.limit_headers},
+                on_close=lambda: runtime.chat.abandon(run),
+            )
+        reply = await _unless_client_leaves(request, runtime.chat.complete(run))
+        if reply is None:
+            return _client_left(request)
         # Serialised here, once: FastAPI would validate the finished reply against its own schema again.
-        reply = await completion
         return Response(reply.model_dump_json(), media_type="application/json", headers=run.limit_headers)
     finally:
+        if not is_settled_by_response:
+            runtime.chat.abandon(run)  # a no-op when the reply settled it
+
+
+async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T | None:
+    """Await `work`, cancelled at once if the client disconnects (which frees its slot); None when it did.
+
+    The client leaving is a normal event: it must not surface as a CancelledError, which the ASGI server
+    would log as a crash with a full traceback. A cancellation of this request itself (shutdown) still
+    propagates.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_cancel_on_disconnect(request, task))
+    try:
+        return await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if task.cancelled() and watcher.done() and not (current is not None and current.cancelling()):
+            return None
+        raise
+    finally:
         watcher.cancel()
-        runtime.chat.abandon(run)  # a no-op when `complete` settled it
 
 
 async def _cancel_on_disconnect(request: Request, task: asyncio.Future[Any]) -> None:
-    """A non-streamed request whose client leaves stops generating at once and frees its slot."""
+    """A request whose client leaves before its reply starts stops generating at once and frees its slot."""
     while not task.done():
         message = await request.receive()
         if message["type"] == "http.disconnect":
             task.cancel()
             return
+
+
+def _client_left(request: Request) -> Response:
+    """Nobody reads this answer; one log line says what happened (the path only: a query may hold secrets)."""
+    logger.info("%s %s: the client left before its reply began; generation cancelled", request.method, request.url.path)
+    return Response(status_code=499)

@@ -11,7 +11,7 @@ from galerne.api.errors import error_responses
 from galerne.protocol.models import ModelCard, ModelList
 from galerne.services.models import model_card
 
-router = APIRouter(responses=error_responses(401, 403, 404))
+router = APIRouter(responses=error_responses(401, 404, 503))
 
 
 @router.get("/v1/models", response_model=ModelList)
@@ -22,6 +22,5 @@ async def list_models(principal: PrincipalDep, runtime: RuntimeDep) -> ModelList
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelCard)
 async def get_model(model_id: str, principal: PrincipalDep, runtime: RuntimeDep) -> ModelCard:
-    entry = runtime.registry.catalog.resolve(model_id)
-    runtime.chat.check_model(principal, entry)
-    return model_card(entry)
+    """A model the key's project may not use is answered as an unknown one (404), so none can be enumerated."""
+    return model_card(runtime.registry.catalog.resolve(model_id, is_visible=principal.may_use))
