@@ -24,7 +24,7 @@ async def _buggy_events(self: RemoteGeneration) -> AsyncIterator[GenerationEvent
         raise RuntimeError(PLANTED)
 
 
-RemoteGeneration.events = _buggy_events  # type: ignore[method-assign]
-
 if __name__ == "__main__":
+    # Planted only in the server process: importing this module (for PLANTED) must not break other tests.
+    RemoteGeneration.events = _buggy_events  # type: ignore[method-assign]
     app()
