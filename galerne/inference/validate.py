@@ -13,6 +13,7 @@ from jsonschema import Draft202012Validator, SchemaError
 
 from galerne.errors import InvalidRequestError, UnsupportedFeatureError
 from galerne.inference.constraints import JsonOutput, OutputConstraint, ToolCallOutput, ToolChoice, ToolSpec
+from galerne.inference.schema_limits import check_schema_limits
 from galerne.inference.types import ChatMessage, GenerationRequest, Role, SamplingParams, ToolCall
 from galerne.protocol import chat as wire
 
@@ -50,13 +51,36 @@ def to_generation_request(
     _check_tool_results(messages)
     if request.safe_prompt:
         messages.insert(0, ChatMessage(role=Role.SYSTEM, content=SAFE_PROMPT))
+    sampling = _sampling(request, default_temperature)
+    constraint = _constraint(request)
+    _check_stop_with(constraint, sampling.stop)
     return GenerationRequest(
         messages=tuple(messages),
-        sampling=_sampling(request, default_temperature),
+        sampling=sampling,
         assistant_prefix=prefix,
-        constraint=_constraint(request),
+        constraint=constraint,
         is_streamed=request.stream,
     )
+
+
+def _check_stop_with(constraint: OutputConstraint | None, stop: tuple[str, ...]) -> None:
+    """A stop string could cut a guaranteed shape in the middle, so it is refused where the whole reply
+    is constrained. Under `tool_choice: auto` stop strings apply to a text reply, never to a call."""
+    if not stop:
+        return
+    if isinstance(constraint, JsonOutput):
+        raise InvalidRequestError(
+            "`stop` cannot be combined with a JSON `response_format`: a stop string could cut the JSON short, "
+            "and the reply already ends when the JSON is complete. Remove `stop`",
+            param="stop",
+        )
+    if isinstance(constraint, ToolCallOutput) and constraint.choice is not ToolChoice.AUTO:
+        raise InvalidRequestError(
+            "`stop` cannot be combined with a `tool_choice` that forces a tool call: a stop string could cut the "
+            "call short, and the reply already ends when the call is complete. Remove `stop`, or use "
+            "`tool_choice: auto`, where stop strings apply to text replies only",
+            param="stop",
+        )
 
 
 def _constraint(request: wire.ChatCompletionRequest) -> OutputConstraint | None:
@@ -119,6 +143,7 @@ def _tool_output(
 
 
 def _check_schema(schema: dict[str, Any], *, param: str) -> None:
+    check_schema_limits(schema, param=param)
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:

@@ -25,6 +25,12 @@ class Metrics:
             ["model", "code"],
             registry=self.registry,
         )
+        self.invalid_outputs = Counter(
+            "galerne_invalid_outputs",
+            "Constrained replies withheld because they broke their schema or grammar (sent as errors).",
+            ["model"],
+            registry=self.registry,
+        )
         self.prompt_tokens = Counter(
             "galerne_prompt_tokens", "Prompt tokens processed.", ["model"], registry=self.registry
         )

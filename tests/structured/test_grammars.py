@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
 import warnings
 from typing import Any
@@ -17,7 +16,7 @@ from galerne.engines.llamacpp.model import LlamaModel
 from galerne.errors import InvalidRequestError
 from galerne.inference.constraints import JsonOutput, ToolCallOutput, ToolChoice, ToolSpec
 from galerne.structured.grammars import GrammarCache
-from galerne.structured.outputs import check_json_reply, new_tool_call_id, parse_tool_calls
+from galerne.structured.outputs import OutputReader, OutputViolation
 from galerne.structured.schemas import (
     MAX_NUMBER,
     MAX_SAFE_INTEGER,
@@ -25,6 +24,7 @@ from galerne.structured.schemas import (
     for_grammar,
     tool_calls_schema,
 )
+from galerne.structured.tool_format import new_tool_call_id
 
 WEATHER = ToolSpec(
     "get_weather",
@@ -155,19 +155,25 @@ def test_tool_call_ids_are_nine_alphanumerics() -> None:
     assert all(re.fullmatch(r"[A-Za-z0-9]{9}", value) for value in ids)
 
 
-def test_parse_tool_calls_returns_arguments_as_json_text() -> None:
-    output = ToolCallOutput((WEATHER, ADD), ToolChoice.AUTO)
-    calls = parse_tool_calls('[{"name":"add","arguments":{"a":1,"b":2}}]', output)
-    assert calls is not None
+def test_the_reader_returns_typed_calls_with_arguments_as_json_text() -> None:
+    reader = OutputReader(ToolCallOutput((WEATHER, ADD), ToolChoice.AUTO))
+    assert reader.push('[{"name":"add",') is True
+    reader.push('"arguments":{"a":1,"b":2}}]')
+    calls = reader.finish()
     assert [(call.name, json.loads(call.arguments)) for call in calls] == [("add", {"a": 1, "b": 2})]
-    assert parse_tool_calls("Plain text", output) is None
-    assert parse_tool_calls('[{"name":"add","argu', output) is None  # cut short by max_tokens
+    text = OutputReader(ToolCallOutput((WEATHER, ADD), ToolChoice.AUTO))
+    assert text.push("Plain text") is False and text.finish() == ()
 
 
-def test_a_reply_violating_its_schema_is_logged_as_a_bug(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.ERROR):
-        check_json_reply('{"n":"x"}', {"type": "object", "properties": {"n": {"type": "integer"}}})
-    assert "violates its schema" in caplog.text
+def test_a_reply_violating_its_schema_is_refused_never_passed_on() -> None:
+    reader = OutputReader(JsonOutput({"type": "object", "properties": {"n": {"type": "integer"}}}))
+    reader.push('{"n":"x"}')
+    with pytest.raises(OutputViolation, match=r"at \$\.n: 'x' is not of type 'integer'"):
+        reader.finish()
+    cut = OutputReader(ToolCallOutput((ADD,), ToolChoice.REQUIRED))
+    assert cut.push('[{"name":"add","argu') is True
+    with pytest.raises(OutputViolation, match="not complete JSON"):
+        cut.finish()
 
 
 @pytest.mark.parametrize(

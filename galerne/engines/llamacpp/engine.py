@@ -187,7 +187,7 @@ class LlamaCppEngine:
         request = prepared.request
         guide = None
         if request.constraint is not None:
-            guide = GrammarGuide(self._grammars.matcher(request.constraint), self.model.num_vocab)
+            guide = GrammarGuide.for_constraint(self._grammars, request.constraint, self.model.num_vocab)
         if len(self._inbox) + len(self._scheduler.waiting) >= self.config.max_queued:
             raise EngineOverloadedError(
                 f"the model is busy: {self.config.max_queued} requests are already queued; retry shortly"
