@@ -81,19 +81,34 @@ def test_stop_with_a_forced_tool_call_is_a_400(server: RunningServer, model_id: 
     assert "tool_choice: auto" in _refusal(response)
 
 
+# A conversation where the model already called the tool once: under `auto` it calls it again.
+CALLED_BEFORE = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": None, "tool_calls": [{"id": "abcdefgh0", "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+    {"role": "tool", "tool_call_id": "abcdefgh0", "content": "Sunny"},
+    {"role": "assistant", "content": "It is sunny in Paris."},
+    {"role": "user", "content": "Weather in Rome?"},
+]  # fmt: skip
+
+
 @pytest.mark.parametrize("stream", [False, True])
-def test_stop_under_auto_applies_to_text_but_never_cuts_a_call(
-    server: RunningServer, model_id: str, stream: bool
-) -> None:
-    body = {"model": model_id, "messages": ASK, "tools": [WEATHER_TOOL], "temperature": 0, "max_tokens": 60,
-            "stop": ['"', "}"], "stream": stream}  # fmt: skip
+def test_stop_under_auto_never_cuts_a_call(server: RunningServer, model_id: str, stream: bool) -> None:
+    body = {"model": model_id, "messages": CALLED_BEFORE, "tools": [WEATHER_TOOL], "temperature": 0,
+            "max_tokens": 60, "stop": ['"', "}"], "stream": stream}  # fmt: skip
     choice = _complete(server, body)
-    assert choice["finish_reason"] in {"tool_calls", "stop", "length"}
-    if choice["finish_reason"] == "tool_calls":
-        call = choice["message"]["tool_calls"][0]["function"]
-        assert call["name"] == "get_weather"
-        _valid(call["arguments"], WEATHER_TOOL["function"]["parameters"])
-    assert not (choice["message"]["content"] or "").startswith("[")
+    assert choice["finish_reason"] == "tool_calls", choice
+    call = choice["message"]["tool_calls"][0]["function"]
+    assert call["name"] == "get_weather"
+    _valid(call["arguments"], WEATHER_TOOL["function"]["parameters"])
+    assert not choice["message"]["content"]
+
+
+def test_stop_under_auto_still_cuts_a_text_reply(server: RunningServer, model_id: str) -> None:
+    body = {"model": model_id, "messages": [{"role": "user", "content": "Say hello to Paris."}],
+            "tools": [WEATHER_TOOL], "temperature": 0, "max_tokens": 60, "stop": [" "]}  # fmt: skip
+    choice = _complete(server, body)
+    assert choice["finish_reason"] == "stop" and " " not in choice["message"]["content"]
 
 
 # -------------------------------------------------------------------------------- keywords the grammar cannot enforce
