@@ -260,3 +260,31 @@ def _complete(server: RunningServer, body: dict[str, Any]) -> dict[str, Any]:
             calls += choice["delta"].get("tool_calls") or []
             finish = choice["finish_reason"] or finish
     return {"message": {"content": content, "tool_calls": calls}, "finish_reason": finish}
+
+
+# -------------------------------------------------------------------------------- the budget closes a reply
+
+KEYWORDS = {"type": "object", "properties": {"title": {"type": "string"},
+            "keywords": {"type": "array", "items": {"type": "string"}}}, "required": ["title", "keywords"]}  # fmt: skip
+
+
+@pytest.mark.parametrize("max_tokens", [20, 40])
+def test_a_reply_running_out_of_budget_is_closed_valid_and_marked_length(
+    server: RunningServer, model_id: str, max_tokens: int
+) -> None:
+    body = _json_body(model_id, KEYWORDS, max_tokens=max_tokens)
+    body["messages"] = [{"role": "user", "content": "A restaurant review blog as JSON: a title and many keywords."}]
+    response = server.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    choice = response.json()["choices"][0]
+    assert choice["finish_reason"] == "length"  # the budget ended it, not the model
+    _valid(choice["message"]["content"], KEYWORDS)
+
+
+def test_a_tool_call_running_out_of_budget_comes_back_whole(server: RunningServer, model_id: str) -> None:
+    body = {"model": model_id, "messages": ASK, "tools": [WEATHER_TOOL], "temperature": 0, "max_tokens": 20,
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}  # fmt: skip
+    choice = _complete(server, body)
+    assert choice["finish_reason"] == "length" and not choice["message"]["content"]
+    call = choice["message"]["tool_calls"][0]["function"]
+    _valid(call["arguments"], WEATHER_TOOL["function"]["parameters"])

@@ -27,6 +27,7 @@ from pathlib import Path
 import llguidance.llamacpp
 
 from galerne.engines.base import EngineCapabilities, EngineStats, PreparedRequest
+from galerne.engines.llamacpp.closing import TokenClasses
 from galerne.engines.llamacpp.context import ContextShape, DecodeError, LlamaContext
 from galerne.engines.llamacpp.guide import GrammarGuide
 from galerne.engines.llamacpp.model import LlamaModel
@@ -143,6 +144,8 @@ class LlamaCppEngine:
             warnings.simplefilter("ignore", DeprecationWarning)
             tokenizer = llguidance.llamacpp.lltokenizer_from_vocab(self.model.vocab)
         self._grammars = GrammarCache(tokenizer)
+        ending = [self.model.is_end_of_generation(token) for token in range(self.model.num_vocab)]
+        self._token_classes = TokenClasses(self.model.pieces, ending)
         self._scheduler = Scheduler(self.model, config.num_slots)
         self._inbox: deque[Sequence] = deque()
         self._wakeup = threading.Condition()
@@ -187,7 +190,7 @@ class LlamaCppEngine:
         request = prepared.request
         guide = None
         if request.constraint is not None:
-            guide = GrammarGuide.for_constraint(self._grammars, request.constraint, self.model.num_vocab)
+            guide = GrammarGuide.for_constraint(self._grammars, request.constraint, self._token_classes)
         if len(self._inbox) + len(self._scheduler.waiting) >= self.config.max_queued:
             raise EngineOverloadedError(
                 f"the model is busy: {self.config.max_queued} requests are already queued; retry shortly"

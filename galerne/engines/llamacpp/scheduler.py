@@ -123,7 +123,7 @@ class Scheduler:
             logits = context.logits(sequence.logits_row)
             if sequence.guide is not None:
                 try:
-                    sequence.guide.mask(logits)
+                    sequence.guide.mask(logits, sequence.max_new_tokens - sequence.num_generated)
                 except GrammarViolation as exc:
                     self._fail_guide(sequence, exc)
                     continue
@@ -156,11 +156,10 @@ class Scheduler:
         guide = sequence.guide
         if guide is not None:
             try:
-                forced = guide.accept(token)
+                forced = guide.accept(token, max_forced=sequence.max_new_tokens - sequence.num_generated)
             except GrammarViolation as exc:
                 self._fail_guide(sequence, exc)
                 return
-            forced = forced[: sequence.max_new_tokens - sequence.num_generated]
             sequence.num_generated += len(forced)
             tokens.extend(forced)
         pieces = self._model.pieces

@@ -8,6 +8,7 @@ import llguidance
 import llguidance.llamacpp
 import pytest
 
+from galerne.engines.llamacpp.closing import TokenClasses
 from galerne.engines.llamacpp.guide import GrammarGuide
 from galerne.engines.llamacpp.model import LlamaModel
 from galerne.inference.constraints import JsonOutput, ToolCallOutput, ToolChoice, ToolSpec
@@ -25,7 +26,8 @@ def grammars(model: LlamaModel) -> GrammarCache:
 
 
 def _guide(grammars: GrammarCache, model: LlamaModel, constraint: JsonOutput | ToolCallOutput) -> GrammarGuide:
-    return GrammarGuide.for_constraint(grammars, constraint, model.num_vocab)
+    ending = [model.is_end_of_generation(token) for token in range(model.num_vocab)]
+    return GrammarGuide.for_constraint(grammars, constraint, TokenClasses(model.pieces, ending))
 
 
 def _feed(guide: GrammarGuide, model: LlamaModel, text: str) -> None:
