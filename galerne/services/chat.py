@@ -215,6 +215,8 @@ class ChatService:
         if event.finish_reason is not None:
             progress.finish_reason = event.finish_reason
             progress.tool_calls = event.tool_calls
+            if event.is_closed_early:
+                self._metrics.closed_early.labels(run.model).inc()
             if event.finish_reason is FinishReason.ERROR:
                 if event.is_invalid_output:
                     self._metrics.invalid_outputs.labels(run.model).inc()

@@ -31,6 +31,12 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        self.closed_early = Counter(
+            "galerne_closed_early_replies",
+            "Constrained replies steered to their shortest valid end because max_tokens was running out.",
+            ["model"],
+            registry=self.registry,
+        )
         self.prompt_tokens = Counter(
             "galerne_prompt_tokens", "Prompt tokens processed.", ["model"], registry=self.registry
         )

@@ -147,3 +147,11 @@ async def test_a_cut_call_is_neither_text_nor_a_call(setup: Setup) -> None:
     response = await setup.chat.complete(await setup.chat.start(_request(setup.model), PRINCIPAL))
     assert response.choices[0].finish_reason == "length"
     assert response.choices[0].message.content == "" and not response.choices[0].message.tool_calls
+
+
+async def test_a_reply_closed_by_the_budget_is_length_and_counted(setup: Setup) -> None:
+    setup.engine.script = [GenerationEvent('{"a":""}', 5, 10, FinishReason.LENGTH, is_closed_early=True)]
+    response = await setup.chat.complete(await setup.chat.start(_request(setup.model), PRINCIPAL))
+    assert response.choices[0].finish_reason == "length" and response.choices[0].message.content == '{"a":""}'
+    sample = setup.metrics.registry.get_sample_value("galerne_closed_early_replies_total", {"model": setup.model})
+    assert sample == 1
