@@ -32,6 +32,11 @@ class OutputReader:
         return bool(self._is_tool_call)
 
     @property
+    def is_free_text(self) -> bool:
+        """The reply is plain text (tools were offered with `auto` and the model chose to answer)."""
+        return self._is_tool_call is False and isinstance(self._constraint, ToolCallOutput)
+
+    @property
     def is_decided(self) -> bool:
         return self._is_tool_call is not None
 

@@ -74,6 +74,8 @@ class GrammarGuide:
             raise GrammarViolation(self._matcher.get_error())
         allowed = np.unpackbits(self._bitmask.view(np.uint8), bitorder="little")[: self._num_vocab].view(bool)
         np.copyto(logits[: allowed.size], np.float32(-np.inf), where=~allowed)
+        if self.reader.is_free_text:
+            return  # a text reply under `tool_choice: auto`: nothing to close, no structure to loop in
         penalise_repeats(logits, self._history)
         self._closer.update(self._matcher, tokens_left)
         if self._closer.is_closing:

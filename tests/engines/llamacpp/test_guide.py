@@ -6,6 +6,7 @@ import warnings
 
 import llguidance
 import llguidance.llamacpp
+import numpy as np
 import pytest
 
 from galerne.engines.llamacpp.closing import TokenClasses
@@ -65,3 +66,13 @@ def test_a_complete_call_comes_back_typed(grammars: GrammarCache, model: LlamaMo
     event = guide.final_event(GenerationEvent(text, 3, 12, FinishReason.STOP))
     assert event.finish_reason is FinishReason.TOOL_CALLS
     assert [(call.name, call.arguments) for call in event.tool_calls] == [("add", '{"a": 7}')]
+
+
+def test_a_text_reply_under_auto_is_left_alone_near_the_budget(grammars: GrammarCache, model: LlamaModel) -> None:
+    guide = _guide(grammars, model, ToolCallOutput((ADD,), ToolChoice.AUTO))
+    assert not guide.starts_tool_call(b"Hello")
+    _feed(guide, model, "Hello there")
+    guide.reader.push("Hello there")
+    logits = np.zeros(model.num_vocab, dtype=np.float32)
+    guide.mask(logits, tokens_left=1)
+    assert not guide.is_closing and np.isfinite(logits).sum() > 1000  # not steered to end-of-text
