@@ -30,6 +30,7 @@ _REWORDED: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"NoExtensionBias|no tokens? (are )?allowed|grammar is empty", re.I),
      "no JSON value satisfies the schema"),
 )  # fmt: skip
+_MISSING_POINTER = re.compile(r"Pointer '(?P<pointer>[^']*)' does not exist")
 _UNIMPLEMENTED = re.compile(r"Unimplemented keys: \[(?P<keys>[^\]]*)\]")
 _UNKNOWN_FORMAT = re.compile(r"Unknown format: (?P<format>\S+)")
 _REGEX_ERROR = re.compile(r"regex parse error:.*?error: (?P<reason>[^\n]+)", re.S)
@@ -42,6 +43,9 @@ def plain_reason(error: str) -> str:
     for pattern, reason in _REWORDED:
         if pattern.search(error):
             return reason
+    missing = _MISSING_POINTER.search(error)
+    if missing:
+        return f"a `$ref` points to `#{missing['pointer']}`, which the schema does not define; add it under `$defs`"
     unimplemented = _UNIMPLEMENTED.search(error)
     if unimplemented:
         keys = ", ".join(f"`{key.strip(' ' + chr(34))}`" for key in unimplemented["keys"].split(","))

@@ -223,3 +223,23 @@ def test_strict_mode_closes_objects_that_do_not_say_otherwise(
     assert accepts(cache, model, JsonOutput(schema, strict=True), '{"a":1}')
     open_map = {"type": "object", "additionalProperties": {"type": "integer"}, "maxProperties": 2}
     assert for_grammar(open_map, closes_objects=True)["additionalProperties"]["type"] == "integer"
+
+
+@pytest.mark.parametrize(
+    ("schema", "expected"),
+    [
+        ({"$ref": "#/$defs/missing"}, "a `$ref` points to `#/$defs/missing`, which the schema does not define"),
+        ({"type": "array", "uniqueItems": True}, "`uniqueItems` cannot be enforced while decoding"),
+        ({"type": "string", "format": "uri-reference"}, "format uri-reference cannot be enforced"),
+        ({"oneOf": [{"type": "string"}, {"type": "string", "maxLength": 2}]}, "use `anyOf` instead"),
+        ({"type": "integer", "minimum": 5, "maximum": 1}, "no JSON value satisfies the schema: minimum (5)"),
+        ({"type": "string", "pattern": "(a)\\1"}, "not supported: backreferences are not supported"),
+    ],
+)
+def test_every_refusal_says_what_to_change_in_plain_words(
+    tokenizer: llguidance.LLTokenizer, schema: dict[str, Any], expected: str
+) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        GrammarCache(tokenizer).grammar_for(JsonOutput(schema))
+    assert expected in info.value.message
+    assert "coerce_one_of" not in info.value.message and "<state>" not in info.value.message
