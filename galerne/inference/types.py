@@ -26,7 +26,7 @@ class FinishReason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
-    """A call the assistant made earlier in the conversation; `arguments` is JSON text."""
+    """A call the assistant made (earlier in the conversation, or in this reply); `arguments` is JSON text."""
 
     id: str
     name: str
@@ -107,6 +107,12 @@ class GenerationEvent:
     A failed generation ends with `finish_reason == ERROR`: `error` says what went wrong, and `failure`,
     when the engine knows better than a generic 500 (a remote upstream's 502, 504 or 4xx), is the error
     the client gets.
+
+    The engine owns the tool-call format: `is_tool_call` marks text that is part of a call (never reply
+    text: a consumer holds it back or drops it), and the final event of a reply that called tools carries
+    them, parsed and checked, in `tool_calls`. `is_invalid_output` marks an error event whose reply broke
+    its constraint (counted apart: it is never sent as a success). `is_closed_early` says a constrained
+    reply was steered to its shortest valid ending because `max_tokens` was running out.
     """
 
     text: str
@@ -115,3 +121,7 @@ class GenerationEvent:
     finish_reason: FinishReason | None = None
     error: str | None = None
     failure: GalerneError | None = None
+    is_tool_call: bool = False
+    tool_calls: tuple[ToolCall, ...] = ()
+    is_invalid_output: bool = False
+    is_closed_early: bool = False

@@ -13,6 +13,7 @@ from jsonschema import Draft202012Validator, SchemaError
 
 from galerne.errors import InvalidRequestError, UnsupportedFeatureError
 from galerne.inference.constraints import JsonOutput, OutputConstraint, ToolCallOutput, ToolChoice, ToolSpec
+from galerne.inference.schema_limits import check_schema_limits
 from galerne.inference.types import ChatMessage, GenerationRequest, Role, SamplingParams, ToolCall
 from galerne.protocol import chat as wire
 
@@ -21,7 +22,6 @@ MAX_STOP_SEQUENCES = 16
 MAX_STOP_LENGTH = 256
 # JSON levels (objects and arrays) a schema may nest: real schemas stay far below; checking one much deeper
 # exhausts Python's recursion in `jsonschema` (about 200 levels) — a 500 instead of a 400.
-MAX_SCHEMA_DEPTH = 64
 
 # la Plateforme's `safe_prompt` system prompt (its guardrailing guide).
 SAFE_PROMPT = (
@@ -53,14 +53,37 @@ def to_generation_request(
     _check_tool_results(messages)
     if request.safe_prompt:
         messages.insert(0, ChatMessage(role=Role.SYSTEM, content=SAFE_PROMPT))
+    sampling = _sampling(request, default_temperature)
+    constraint = _constraint(request)
+    _check_stop_with(constraint, sampling.stop)
     return GenerationRequest(
         messages=tuple(messages),
-        sampling=_sampling(request, default_temperature),
+        sampling=sampling,
         assistant_prefix=prefix,
-        constraint=_constraint(request),
+        constraint=constraint,
         is_streamed=request.stream,
         num_choices=request.n,
     )
+
+
+def _check_stop_with(constraint: OutputConstraint | None, stop: tuple[str, ...]) -> None:
+    """A stop string could cut a guaranteed shape in the middle, so it is refused where the whole reply
+    is constrained. Under `tool_choice: auto` stop strings apply to a text reply, never to a call."""
+    if not stop:
+        return
+    if isinstance(constraint, JsonOutput):
+        raise InvalidRequestError(
+            "`stop` cannot be combined with a JSON `response_format`: a stop string could cut the JSON short, "
+            "and the reply already ends when the JSON is complete. Remove `stop`",
+            param="stop",
+        )
+    if isinstance(constraint, ToolCallOutput) and constraint.choice is not ToolChoice.AUTO:
+        raise InvalidRequestError(
+            "`stop` cannot be combined with a `tool_choice` that forces a tool call: a stop string could cut the "
+            "call short, and the reply already ends when the call is complete. Remove `stop`, or use "
+            "`tool_choice: auto`, where stop strings apply to text replies only",
+            param="stop",
+        )
 
 
 def _constraint(request: wire.ChatCompletionRequest) -> OutputConstraint | None:
@@ -123,31 +146,11 @@ def _tool_output(
 
 
 def _check_schema(schema: dict[str, Any], *, param: str) -> None:
-    if _nesting_depth(schema) > MAX_SCHEMA_DEPTH:
-        raise InvalidRequestError(
-            f"the JSON schema nests objects and arrays more than {MAX_SCHEMA_DEPTH} levels deep; flatten it "
-            "or name repeated parts in `$defs`",
-            param=param,
-        )
+    check_schema_limits(schema, param=param)
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         raise InvalidRequestError(f"invalid JSON schema: {exc.message}", param=param) from exc
-
-
-def _nesting_depth(value: Any) -> int:
-    """How many objects and arrays deep `value` goes, stopping past the limit; iterative, so it cannot
-    overflow the stack itself."""
-    deepest = 0
-    pending: list[tuple[Any, int]] = [(value, 1)]
-    while pending and deepest <= MAX_SCHEMA_DEPTH:
-        item, depth = pending.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
-            continue
-        deepest = max(deepest, depth)
-        pending.extend((child, depth + 1) for child in children)
-    return deepest
 
 
 def _normalise(message: wire.Message, index: int, model_id: str) -> ChatMessage:

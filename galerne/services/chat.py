@@ -23,8 +23,8 @@ from dataclasses import dataclass, field, replace
 from galerne.catalog import Capability, ModelEntry
 from galerne.engines.base import EngineCapabilities, Generation
 from galerne.errors import GenerationFailedError, RateLimitExceededError, UnsupportedFeatureError
-from galerne.inference.constraints import JsonOutput, OutputConstraint, ToolCallOutput, ToolChoice
-from galerne.inference.types import ChatMessage, FinishReason, GenerationEvent, GenerationRequest, Role
+from galerne.inference.constraints import JsonOutput, OutputConstraint, ToolCallOutput
+from galerne.inference.types import ChatMessage, FinishReason, GenerationEvent, GenerationRequest, Role, ToolCall
 from galerne.inference.validate import DEFAULT_TEMPERATURE, to_generation_request
 from galerne.protocol import chat as wire
 from galerne.services.admission import Admission, Ticket
@@ -32,7 +32,6 @@ from galerne.services.auth import Principal
 from galerne.services.metering import UsageStatus
 from galerne.services.metrics import Metrics
 from galerne.services.models import ModelRegistry
-from galerne.structured.outputs import check_json_reply, looks_like_tool_calls, parse_tool_calls
 
 
 @dataclass
@@ -44,7 +43,7 @@ class _ChoiceProgress:
     last_text_at: float | None = None
     completion_tokens: int = 0
     finish_reason: FinishReason | None = None
-    is_holding_tool_calls: bool = False
+    tool_calls: tuple[ToolCall, ...] = ()
     text: list[str] = field(default_factory=list)
 
 
@@ -154,7 +153,7 @@ class ChatService:
             self._record(run, status)
         choices = []
         for index, progress in enumerate(run.progress):
-            message, finish_reason = _reply(run.constraint, "".join(progress.text), progress.finish_reason)
+            message, finish_reason = _reply(progress)
             choices.append(wire.Choice(index=index, message=message, finish_reason=finish_reason))
         return wire.ChatCompletionResponse(
             id=run.id, created=run.created, model=run.model, choices=choices, usage=run.usage()
@@ -199,11 +198,9 @@ class ChatService:
             self._record(run, status)  # durable before the final chunks and [DONE] go out
             last = len(run.generations) - 1
             for index, progress in enumerate(run.progress):
-                message, reason = _reply(run.constraint, "".join(progress.text), progress.finish_reason)
+                message, reason = _reply(progress)
                 if message.tool_calls:
                     yield self._chunk(run, index, wire.Delta(tool_calls=message.tool_calls))
-                elif progress.is_holding_tool_calls:  # cut short: what came is sent as text
-                    yield self._chunk(run, index, wire.Delta(content=message.content))
                 usage = run.usage() if index == last else None
                 yield self._chunk(run, index, wire.Delta(), finish_reason=reason, usage=usage)
         except Exception:
@@ -213,8 +210,8 @@ class ChatService:
             self._record(run, status)
 
     def _text_chunk(self, run: ChatRun, index: int, event: GenerationEvent) -> wire.ChatCompletionChunk | None:
-        """The chunk for an observed event's text; none while a reply that starts as tool calls is held."""
-        if event.text and not run.progress[index].is_holding_tool_calls:
+        """The chunk for an observed event's text; none for text of a tool call (calls are sent whole at the end)."""
+        if event.text and not event.is_tool_call:
             return self._chunk(run, index, wire.Delta(content=event.text))
         return None
 
@@ -239,9 +236,8 @@ class ChatService:
         progress = run.progress[index]
         progress.completion_tokens = event.completion_tokens
         if event.text:
-            if progress.last_text_at is None and _starts_tool_calls(run.constraint, event.text):
-                progress.is_holding_tool_calls = True
-            progress.text.append(event.text)
+            if not event.is_tool_call:  # a call's text is never reply text: it arrives typed, at the end
+                progress.text.append(event.text)
             now = time.monotonic()
             if progress.last_text_at is None:
                 progress.first_text_at = now
@@ -251,7 +247,13 @@ class ChatService:
             progress.last_text_at = now
         if event.finish_reason is not None:
             progress.finish_reason = event.finish_reason
+            progress.tool_calls = event.tool_calls
+            if event.is_closed_early:
+                self._metrics.closed_early.labels(run.model).inc()
             if event.finish_reason is FinishReason.ERROR:
+                if event.is_invalid_output:
+                    self._metrics.invalid_outputs.labels(run.model).inc()
+                    raise GenerationFailedError(event.error or "the reply broke its constraint", code="invalid_output")
                 raise event.failure or GenerationFailedError(event.error or "the model failed while generating; retry")
 
     def _final_status(self, run: ChatRun) -> str:
@@ -330,28 +332,15 @@ def _check_capabilities(
         raise UnsupportedFeatureError(f"model {entry.id!r} does not offer JSON output", param="response_format")
 
 
-def _starts_tool_calls(constraint: OutputConstraint | None, first_text: str) -> bool:
-    """Calls are sent whole at the end (as la Plateforme does), so hold a reply that starts as calls."""
-    if not isinstance(constraint, ToolCallOutput):
-        return False
-    return constraint.choice is not ToolChoice.AUTO or looks_like_tool_calls(first_text)
-
-
-def _reply(
-    constraint: OutputConstraint | None, text: str, reason: FinishReason | None
-) -> tuple[wire.ResponseMessage, wire.FinishReason | None]:
-    """The assistant message for a finished choice: tool calls, checked JSON, or text."""
-    if reason is FinishReason.STOP and isinstance(constraint, ToolCallOutput):
-        calls = parse_tool_calls(text, constraint)
-        if calls is not None:
-            tool_calls = [
-                wire.ResponseToolCall(id=call.id, function={"name": call.name, "arguments": call.arguments}, index=i)
-                for i, call in enumerate(calls)
-            ]
-            return wire.ResponseMessage(content="", tool_calls=tool_calls), "tool_calls"
-    if reason is FinishReason.STOP and isinstance(constraint, JsonOutput):
-        check_json_reply(text, constraint.schema)
-    return wire.ResponseMessage(content=text), _wire_finish(reason)
+def _reply(progress: _ChoiceProgress) -> tuple[wire.ResponseMessage, wire.FinishReason | None]:
+    """The assistant message for a finished choice: its typed tool calls, or its text."""
+    if progress.tool_calls:
+        tool_calls = [
+            wire.ResponseToolCall(id=call.id, function={"name": call.name, "arguments": call.arguments}, index=i)
+            for i, call in enumerate(progress.tool_calls)
+        ]
+        return wire.ResponseMessage(content="", tool_calls=tool_calls), _wire_finish(progress.finish_reason)
+    return wire.ResponseMessage(content="".join(progress.text)), _wire_finish(progress.finish_reason)
 
 
 def _with_system_prompt(request: GenerationRequest, system_prompt: str | None) -> GenerationRequest:

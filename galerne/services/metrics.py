@@ -25,6 +25,18 @@ class Metrics:
             ["model", "code"],
             registry=self.registry,
         )
+        self.invalid_outputs = Counter(
+            "galerne_invalid_outputs",
+            "Constrained replies withheld because they broke their schema or grammar (sent as errors).",
+            ["model"],
+            registry=self.registry,
+        )
+        self.closed_early = Counter(
+            "galerne_closed_early_replies",
+            "Constrained replies steered to their shortest valid end because max_tokens was running out.",
+            ["model"],
+            registry=self.registry,
+        )
         self.prompt_tokens = Counter(
             "galerne_prompt_tokens", "Prompt tokens processed.", ["model"], registry=self.registry
         )

@@ -1,8 +1,8 @@
 """llguidance grammars for constrained requests, compiled once per distinct constraint and tokenizer.
 
 JSON is compact (no free whitespace): small models otherwise loop on spaces and newlines. `auto` tool
-choice is a Lark grammar, "text that does not start with `[`, or a calls array", so the first token
-decides and the rest is held to the choice. A grammar llguidance cannot compile is a 400 that says why;
+choice is "text, or a calls array" (`tool_format` owns that grammar), so the first token decides and
+the rest is held to the choice. A grammar llguidance cannot compile is a 400 that says why;
 nothing ever falls back to unconstrained text.
 """
 
@@ -14,13 +14,15 @@ from threading import Lock
 from typing import Any
 
 import llguidance
+import llguidance.numpy as lnp
 
 from galerne.errors import InvalidRequestError
 from galerne.inference.constraints import JsonOutput, OutputConstraint, ToolCallOutput, ToolChoice
+from galerne.structured import tool_format
+from galerne.structured.refusals import plain_reason
 from galerne.structured.schemas import json_output_schema, tool_calls_schema
 
 _COMPACT = {"whitespace_flexible": False}
-_TEXT_OR_CALLS = "start: TEXT | calls\nTEXT: /[^\\[](.|\\n)*/\ncalls: %json {schema}\n"
 
 
 def grammar_source(constraint: OutputConstraint) -> str:
@@ -30,8 +32,7 @@ def grammar_source(constraint: OutputConstraint) -> str:
     schema = tool_calls_schema(constraint)
     if constraint.choice is not ToolChoice.AUTO:
         return _json_grammar(schema, param="tools")
-    compact = {**schema, "x-guidance": _COMPACT}
-    return llguidance.LLMatcher.grammar_from_lark(_TEXT_OR_CALLS.replace("{schema}", json.dumps(compact)))
+    return tool_format.text_or_calls_grammar({**schema, "x-guidance": _COMPACT})
 
 
 def _json_grammar(schema: dict[str, Any], *, param: str) -> str:
@@ -51,17 +52,22 @@ class GrammarCache:
         self._lock = Lock()
 
     def grammar_for(self, constraint: OutputConstraint) -> str:
-        """A grammar ready for `LLMatcher`; raises 400 naming llguidance's reason when it cannot compile."""
+        """A grammar ready for `LLMatcher`; raises 400 saying what cannot be enforced when it cannot compile."""
         key = _cache_key(constraint)
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
                 return self._entries[key]
-        grammar = grammar_source(constraint)
-        error = llguidance.LLMatcher.validate_grammar(grammar, self._tokenizer)
+        try:
+            grammar = grammar_source(constraint)
+        except InvalidRequestError as exc:
+            exc.param = exc.param or _param(constraint)
+            raise
+        error = llguidance.LLMatcher.validate_grammar(grammar, self._tokenizer) or _first_step_error(
+            llguidance.LLMatcher(self._tokenizer, grammar, log_level=0), self._tokenizer.vocab_size
+        )
         if error:
-            param = "response_format" if isinstance(constraint, JsonOutput) else "tools"
-            raise InvalidRequestError(f"the schema cannot be enforced: {error.strip()}", param=param)
+            raise InvalidRequestError(f"the schema cannot be enforced: {plain_reason(error)}", param=_param(constraint))
         with self._lock:
             self._entries[key] = grammar
             while len(self._entries) > self._max_entries:
@@ -72,8 +78,29 @@ class GrammarCache:
         """A fresh matcher (one per request: it holds the parse state)."""
         matcher = llguidance.LLMatcher(self._tokenizer, self.grammar_for(constraint), log_level=0)
         if matcher.is_error():
-            raise InvalidRequestError(f"the schema cannot be enforced: {matcher.get_error()}")
+            reason = plain_reason(matcher.get_error())
+            raise InvalidRequestError(f"the schema cannot be enforced: {reason}", param=_param(constraint))
         return matcher
+
+
+def _first_step_error(matcher: llguidance.LLMatcher, vocab_size: int) -> str:
+    """Consume what the grammar forces at the start, then compute one mask: a grammar that fails there
+    (a lexer that blows up on a huge pattern, a schema that admits nothing) is refused now, with a 400,
+    instead of failing while decoding or ending in an empty reply."""
+    forced = matcher.compute_ff_tokens()
+    if forced:
+        matcher.consume_tokens(forced)
+    if not matcher.is_error():
+        lnp.fill_next_token_bitmask(matcher, lnp.allocate_token_bitmask(1, vocab_size), 0)
+    if matcher.is_error():
+        return matcher.get_error()
+    if matcher.is_stopped() and not matcher.is_accepting():
+        return "NoExtensionBias"
+    return ""
+
+
+def _param(constraint: OutputConstraint) -> str:
+    return "response_format" if isinstance(constraint, JsonOutput) else "tools"
 
 
 def _cache_key(constraint: OutputConstraint) -> str:

@@ -1,76 +1,66 @@
-"""Read a constrained reply back: tool calls out of the calls array, and a belt-and-braces schema check.
+"""Read a constrained reply as it is generated, and check it once it is finished.
 
-The grammar already guarantees the shape; `jsonschema` checks it once more before the reply leaves,
-and a failure is logged loudly as the bug it would be, never silently repaired.
+One `OutputReader` per constrained sequence, on the engine thread. While the reply grows it says
+whether the text is reply text or part of a tool call (so the consumer can hold calls back and never
+shows them as text); when the reply ends it returns the typed calls, or checks the JSON against the
+caller's schema. A reply that fails raises `OutputViolation`: the engine turns it into an error, never
+into a success.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import secrets
-import string
-from dataclasses import dataclass
-from typing import Any
+from galerne.inference.constraints import JsonOutput, OutputConstraint, ToolCallOutput
+from galerne.inference.types import ToolCall
+from galerne.structured import tool_format
+from galerne.structured.checks import OutputViolation, load_checked
+from galerne.structured.schemas import ANY_OBJECT
 
-from jsonschema import Draft202012Validator
-
-from galerne.inference.constraints import ToolCallOutput
-
-logger = logging.getLogger(__name__)
-
-_ID_ALPHABET = string.ascii_letters + string.digits
-TOOL_CALLS_START = "["
+__all__ = ["OutputReader", "OutputViolation"]
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedToolCall:
-    id: str
-    name: str
-    arguments: str  # JSON text, as OpenAI and la Plateforme send it
+class OutputReader:
+    """Follows one reply: `push` each new piece of text, then `finish` once it has ended."""
 
+    def __init__(self, constraint: OutputConstraint) -> None:
+        self._constraint = constraint
+        self._pieces: list[str] = []
+        self._is_tool_call: bool | None = None  # decided by the first text
 
-def new_tool_call_id() -> str:
-    """9 characters from [a-zA-Z0-9], as la Plateforme requires of tool call ids."""
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(9))
+    @property
+    def is_tool_call(self) -> bool:
+        """The reply is (so far) a tool call: its text must never be shown as reply text."""
+        return bool(self._is_tool_call)
 
+    @property
+    def is_free_text(self) -> bool:
+        """The reply is plain text (tools were offered with `auto` and the model chose to answer)."""
+        return self._is_tool_call is False and isinstance(self._constraint, ToolCallOutput)
 
-def looks_like_tool_calls(text: str) -> bool:
-    """Under the `auto` grammar a reply is a calls array exactly when it starts with `[`."""
-    return text.startswith(TOOL_CALLS_START)
+    @property
+    def is_decided(self) -> bool:
+        return self._is_tool_call is not None
 
+    def decides_tool_call(self, first_text: str) -> bool:
+        """Whether a reply beginning with `first_text` is calls; fixes the answer at the first text."""
+        if self._is_tool_call is None and first_text:
+            output = self._constraint
+            self._is_tool_call = isinstance(output, ToolCallOutput) and tool_format.starts_calls(output, first_text)
+        return self.is_tool_call
 
-def parse_tool_calls(text: str, output: ToolCallOutput) -> list[ParsedToolCall] | None:
-    """The calls in a complete reply, checked against each tool's schema; None when it is not calls."""
-    if not looks_like_tool_calls(text):
-        return None
-    try:
-        calls = json.loads(text)
-    except json.JSONDecodeError:
-        return None  # cut short by max_tokens: the caller reports it as text with finish_reason length
-    parameters = {tool.name: tool.parameters for tool in output.tools}
-    parsed = []
-    for call in calls:
-        name, arguments = call["name"], call["arguments"]
-        report_violations(arguments, parameters.get(name) or {}, what=f"arguments of tool {name!r}")
-        parsed.append(ParsedToolCall(new_tool_call_id(), name, json.dumps(arguments, ensure_ascii=False)))
-    return parsed
+    def push(self, text: str) -> bool:
+        """Take new text; returns whether it belongs to a tool call."""
+        self.decides_tool_call(text)
+        self._pieces.append(text)
+        return self.is_tool_call
 
-
-def check_json_reply(text: str, schema: dict[str, Any] | None) -> None:
-    """Check a complete JSON reply against its schema (any object when `schema` is None); logs failures."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        logger.error("constrained JSON reply does not parse (%s); this is a bug", exc)
-        return
-    report_violations(value, schema if schema is not None else {"type": "object"}, what="JSON reply")
-
-
-def report_violations(value: Any, schema: dict[str, Any], *, what: str) -> list[str]:
-    """Schema violations of `value` (logged at ERROR: grammar-constrained output must never violate)."""
-    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
-    problems = [error.message for error in validator.iter_errors(value)]
-    if problems:
-        logger.error("%s violates its schema despite the grammar (a bug): %s", what, "; ".join(problems[:3]))
-    return problems
+    def finish(self) -> tuple[ToolCall, ...]:
+        """Check the complete reply: its tool calls (none for text or JSON); raises `OutputViolation`."""
+        text = "".join(self._pieces)
+        constraint = self._constraint
+        if isinstance(constraint, JsonOutput):
+            schema = constraint.schema if constraint.schema is not None else ANY_OBJECT
+            load_checked(text, schema, what="JSON reply")
+            return ()
+        if self.is_tool_call:
+            return tool_format.read_calls(text, constraint)
+        return ()

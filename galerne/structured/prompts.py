@@ -2,17 +2,18 @@
 
 The grammar makes the shape certain; the instructions make the content sensible (a grammar alone
 pushes a model out of distribution: llguidance's docs show it filling `name` with prose). Earlier
-calls in the history are written back in the very format the model is asked to produce.
+calls in the history are written back in the very format the model is asked to produce (both
+belong to `tool_format`, the format's one owner).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import replace
 
-from galerne.inference.constraints import JsonOutput, OutputConstraint, ToolCallOutput, ToolChoice
-from galerne.inference.types import ChatMessage, Role, ToolCall
+from galerne.inference.constraints import JsonOutput, OutputConstraint, ToolCallOutput
+from galerne.inference.types import ChatMessage, Role
+from galerne.structured import tool_format
 
 
 def with_output_instructions(
@@ -31,15 +32,10 @@ def with_output_instructions(
     return tuple(flattened)
 
 
-def calls_as_text(calls: Sequence[ToolCall]) -> str:
-    """Earlier calls as the JSON array the model itself would have written."""
-    return json.dumps([{"name": call.name, "arguments": _loads_or_text(call.arguments)} for call in calls])
-
-
 def _flatten(message: ChatMessage) -> ChatMessage:
     if not message.tool_calls:
         return message
-    calls = calls_as_text(message.tool_calls)
+    calls = tool_format.render_calls(message.tool_calls)
     content = f"{message.content}\n{calls}" if message.content else calls
     return replace(message, content=content, tool_calls=())
 
@@ -50,33 +46,5 @@ def _instructions(constraint: OutputConstraint | None) -> str:
         # here would cost more prefill than the whole reply (hundreds of tokens on every request).
         return "Reply with a single JSON object." if constraint.schema is None else "Reply in JSON only."
     if isinstance(constraint, ToolCallOutput):
-        return _tool_instructions(constraint)
+        return tool_format.describe(constraint)
     return ""
-
-
-def _tool_instructions(output: ToolCallOutput) -> str:
-    described = "\n".join(
-        json.dumps({"name": tool.name, "description": tool.description, "parameters": tool.parameters})
-        for tool in output.tools
-    )
-    example_name = output.named or output.tools[0].name
-    lines = [
-        "You can call these tools (name, description, JSON schema of the arguments):",
-        described,
-        "To call tools, reply with only a JSON array of calls, for example:",
-        f'[{{"name": "{example_name}", "arguments": {{...}}}}]',
-    ]
-    if output.choice is ToolChoice.AUTO:
-        lines.append("If no tool is needed, reply in plain text instead.")
-    elif output.choice is ToolChoice.REQUIRED:
-        lines.append("You must call at least one tool.")
-    else:
-        lines.append(f"You must call the tool {output.named}.")
-    return "\n".join(lines)
-
-
-def _loads_or_text(arguments: str) -> object:
-    try:
-        return json.loads(arguments)
-    except json.JSONDecodeError:
-        return arguments

@@ -8,12 +8,17 @@ own schema. Each tool's `$defs` are hoisted to the root so that its local `$ref`
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
+
+from jsonschema import Draft202012Validator
 
 from galerne.errors import InvalidRequestError
 from galerne.inference.constraints import JsonOutput, ToolCallOutput, ToolChoice, ToolSpec
+from galerne.structured.patterns import check_pattern_size
 
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
+_CHECKED_FORMATS = frozenset(Draft202012Validator.FORMAT_CHECKER.checkers)
 _DEFINITION_KEYS = ("$defs", "definitions")
 # An unbounded number lets a small model write digits forever (vLLM#52011: `1.1588888…` until
 # max_tokens). Grammars therefore bound what a schema leaves open: integers to JSON's interoperable
@@ -35,6 +40,9 @@ _MONTH_DAY = (
 )
 _DATE = f"(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
 _TIME = "(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{1,9})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+# Formats llguidance enforces. Others are annotations (JSON Schema 2020-12): those `jsonschema` does not
+# check either are dropped from the grammar, the rest are refused with a 400 naming them.
+ENFORCED_FORMATS = ("date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid", "uri")
 FORMAT_PATTERNS = {"date": f"^{_DATE}$", "time": f"^{_TIME}$", "date-time": f"^{_DATE}T{_TIME}$"}
 
 
@@ -55,17 +63,20 @@ _SCHEMA_LIST_KEYWORDS = frozenset({"anyOf", "oneOf", "allOf", "prefixItems"})
 _SCHEMA_MAP_KEYWORDS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
 
 
-def for_grammar(schema: Any, *, closes_objects: bool = False) -> Any:
+def for_grammar(schema: Any, *, closes_objects: bool = False, root: Any = None) -> Any:
     """A copy of `schema` that the grammar enforces: numbers bounded and dates made strict, as above;
-    with `closes_objects` (strict mode), objects that do not mention `additionalProperties` admit no others.
+    `oneOf` whose branches cannot overlap enforced as `anyOf` (the same values, see `exclusive_branches`);
+    with `closes_objects` (strict mode), objects that do not mention `additionalProperties` admit no
+    others, unless closing them would leave no valid value. Patterns too large to enforce are a 400.
 
     Every value it allows is valid against `schema` itself, which is what replies are checked against.
     """
     if not isinstance(schema, dict):
         return schema  # true, false, or a draft-4 tuple `items` list handled by the caller
+    root = schema if root is None else root
 
     def walk(item: Any) -> Any:
-        return for_grammar(item, closes_objects=closes_objects)
+        return for_grammar(item, closes_objects=closes_objects, root=root)
 
     tightened = dict(schema)
     for key, value in schema.items():
@@ -75,8 +86,14 @@ def for_grammar(schema: Any, *, closes_objects: bool = False) -> Any:
             tightened[key] = [walk(item) for item in value]
         elif key in _SCHEMA_MAP_KEYWORDS and isinstance(value, dict):
             tightened[key] = {name: walk(item) for name, item in value.items()}
-    is_object = schema.get("type") == "object" or "properties" in schema
-    if closes_objects and is_object and "additionalProperties" not in schema and "patternProperties" not in schema:
+    _check_patterns(schema)
+    if isinstance(schema.get("oneOf"), list) and exclusive_branches(schema["oneOf"], root):
+        branches = tightened.pop("oneOf")
+        if "anyOf" in tightened:
+            tightened["allOf"] = [*tightened.get("allOf", []), {"anyOf": branches}]
+        else:
+            tightened["anyOf"] = branches
+    if closes_objects and _may_close(schema):
         tightened["additionalProperties"] = False
     kinds = schema.get("type")
     kinds = [kinds] if isinstance(kinds, str) else kinds if isinstance(kinds, list) else []
@@ -85,9 +102,113 @@ def for_grammar(schema: Any, *, closes_objects: bool = False) -> Any:
         tightened.setdefault("multipleOf", NUMBER_RESOLUTION)
     elif "integer" in kinds:
         _bound(schema, tightened, MAX_SAFE_INTEGER)
-    if schema.get("format") in FORMAT_PATTERNS and "pattern" not in schema:
+    fmt = schema.get("format")
+    if fmt in FORMAT_PATTERNS and "pattern" not in schema:
         tightened["pattern"] = FORMAT_PATTERNS[tightened.pop("format")]
+    elif isinstance(fmt, str) and fmt not in ENFORCED_FORMATS and fmt not in _CHECKED_FORMATS:
+        del tightened["format"]  # an annotation nobody checks: enforcing it would refuse a valid schema
     return tightened
+
+
+def _may_close(schema: dict[str, Any]) -> bool:
+    """Strict mode closes an object only where that leaves valid values: not when `required` or
+    `minProperties` asks for keys it does not declare, nor when combinators may declare them."""
+    is_object = schema.get("type") == "object" or "properties" in schema
+    if not is_object or "additionalProperties" in schema or "patternProperties" in schema:
+        return False
+    if any(key in schema for key in ("allOf", "anyOf", "oneOf", "$ref", "if", "dependentSchemas")):
+        return False
+    properties, required = schema.get("properties"), schema.get("required")
+    declared: dict[str, Any] = properties if isinstance(properties, dict) else {}
+    min_properties = schema.get("minProperties", 0)
+    return all(name in declared for name in (required if isinstance(required, list) else [])) and (
+        not isinstance(min_properties, int) or min_properties <= len(declared)
+    )
+
+
+def exclusive_branches(branches: list[Any], root: Any) -> bool:
+    """Whether no value can match two of `branches` (so `oneOf` means the same as `anyOf`).
+
+    Provable cases only: branches whose `type`s are disjoint (integer counts as a number), branches that
+    are distinct `const`/`enum` values, or object branches that all require one property with a
+    distinct `const`/`enum` in each (a discriminator). Local `$ref`s are followed one step.
+    """
+    resolved = [_resolve_local(branch, root) for branch in branches]
+    if not all(isinstance(branch, dict) for branch in resolved):
+        return False
+    return (
+        _pairwise_disjoint([_types_of(branch) for branch in resolved])
+        or _pairwise_disjoint([_values_of(branch) for branch in resolved])
+        or any(
+            _pairwise_disjoint([_values_of(_discriminator(branch, name)) for branch in resolved])
+            for name in _required_names(resolved[0])
+        )
+    )
+
+
+def _types_of(branch: dict[str, Any]) -> set[str] | None:
+    kinds = branch.get("type")
+    found = {kinds} if isinstance(kinds, str) else set(kinds) if isinstance(kinds, list) else None
+    if found is not None and "integer" in found:
+        found.add("number")
+    if found is not None and "number" in found:
+        found.add("integer")
+    return found
+
+
+def _values_of(branch: Any) -> set[str] | None:
+    if not isinstance(branch, dict):
+        return None
+    if "const" in branch:
+        return {json.dumps(branch["const"], sort_keys=True)}
+    if isinstance(branch.get("enum"), list):
+        return {json.dumps(value, sort_keys=True) for value in branch["enum"]}
+    return None
+
+
+def _discriminator(branch: dict[str, Any], name: str) -> Any:
+    properties = branch.get("properties")
+    if name not in _required_names(branch) or not isinstance(properties, dict):
+        return None
+    return properties.get(name)
+
+
+def _required_names(branch: dict[str, Any]) -> list[str]:
+    required = branch.get("required")
+    return [name for name in required if isinstance(name, str)] if isinstance(required, list) else []
+
+
+def _pairwise_disjoint(sets: list[set[str] | None]) -> bool:
+    if len(sets) < 2 or any(found is None for found in sets):
+        return False
+    seen: set[str] = set()
+    for found in sets:
+        assert found is not None
+        if seen & found:
+            return False
+        seen |= found
+    return True
+
+
+def _resolve_local(branch: Any, root: Any) -> Any:
+    ref = branch.get("$ref") if isinstance(branch, dict) else None
+    if not isinstance(ref, str) or not ref.startswith("#/"):
+        return branch
+    node = root
+    for part in ref[2:].split("/"):
+        key = part.replace("~1", "/").replace("~0", "~")
+        if not isinstance(node, dict) or key not in node:
+            return branch
+        node = node[key]
+    return node
+
+
+def _check_patterns(schema: dict[str, Any]) -> None:
+    if isinstance(schema.get("pattern"), str):
+        check_pattern_size(schema["pattern"])
+    if isinstance(schema.get("patternProperties"), dict):
+        for pattern in schema["patternProperties"]:
+            check_pattern_size(pattern)
 
 
 def _bound(schema: dict[str, Any], bounded: dict[str, Any], limit: float) -> None:

@@ -9,10 +9,10 @@ from pydantic import ValidationError
 
 from galerne.errors import InvalidRequestError, UnsupportedFeatureError
 from galerne.inference.constraints import JsonOutput, ToolCallOutput, ToolChoice
+from galerne.inference.schema_limits import MAX_SCHEMA_NESTING as MAX_SCHEMA_DEPTH
 from galerne.inference.types import ChatMessage, Role, SamplingParams, ToolCall
 from galerne.inference.validate import (
     DEFAULT_TEMPERATURE,
-    MAX_SCHEMA_DEPTH,
     MAX_STOP_LENGTH,
     MAX_STOP_SEQUENCES,
     SAFE_PROMPT,

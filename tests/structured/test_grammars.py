@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
 import warnings
 from typing import Any
@@ -17,7 +16,7 @@ from galerne.engines.llamacpp.model import LlamaModel
 from galerne.errors import InvalidRequestError
 from galerne.inference.constraints import JsonOutput, ToolCallOutput, ToolChoice, ToolSpec
 from galerne.structured.grammars import GrammarCache
-from galerne.structured.outputs import check_json_reply, new_tool_call_id, parse_tool_calls
+from galerne.structured.outputs import OutputReader, OutputViolation
 from galerne.structured.schemas import (
     MAX_NUMBER,
     MAX_SAFE_INTEGER,
@@ -25,6 +24,7 @@ from galerne.structured.schemas import (
     for_grammar,
     tool_calls_schema,
 )
+from galerne.structured.tool_format import new_tool_call_id
 
 WEATHER = ToolSpec(
     "get_weather",
@@ -155,19 +155,25 @@ def test_tool_call_ids_are_nine_alphanumerics() -> None:
     assert all(re.fullmatch(r"[A-Za-z0-9]{9}", value) for value in ids)
 
 
-def test_parse_tool_calls_returns_arguments_as_json_text() -> None:
-    output = ToolCallOutput((WEATHER, ADD), ToolChoice.AUTO)
-    calls = parse_tool_calls('[{"name":"add","arguments":{"a":1,"b":2}}]', output)
-    assert calls is not None
+def test_the_reader_returns_typed_calls_with_arguments_as_json_text() -> None:
+    reader = OutputReader(ToolCallOutput((WEATHER, ADD), ToolChoice.AUTO))
+    assert reader.push('[{"name":"add",') is True
+    reader.push('"arguments":{"a":1,"b":2}}]')
+    calls = reader.finish()
     assert [(call.name, json.loads(call.arguments)) for call in calls] == [("add", {"a": 1, "b": 2})]
-    assert parse_tool_calls("Plain text", output) is None
-    assert parse_tool_calls('[{"name":"add","argu', output) is None  # cut short by max_tokens
+    text = OutputReader(ToolCallOutput((WEATHER, ADD), ToolChoice.AUTO))
+    assert text.push("Plain text") is False and text.finish() == ()
 
 
-def test_a_reply_violating_its_schema_is_logged_as_a_bug(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.ERROR):
-        check_json_reply('{"n":"x"}', {"type": "object", "properties": {"n": {"type": "integer"}}})
-    assert "violates its schema" in caplog.text
+def test_a_reply_violating_its_schema_is_refused_never_passed_on() -> None:
+    reader = OutputReader(JsonOutput({"type": "object", "properties": {"n": {"type": "integer"}}}))
+    reader.push('{"n":"x"}')
+    with pytest.raises(OutputViolation, match=r"at \$\.n: 'x' is not of type 'integer'"):
+        reader.finish()
+    cut = OutputReader(ToolCallOutput((ADD,), ToolChoice.REQUIRED))
+    assert cut.push('[{"name":"add","argu') is True
+    with pytest.raises(OutputViolation, match="not complete JSON"):
+        cut.finish()
 
 
 @pytest.mark.parametrize(
@@ -217,3 +223,23 @@ def test_strict_mode_closes_objects_that_do_not_say_otherwise(
     assert accepts(cache, model, JsonOutput(schema, strict=True), '{"a":1}')
     open_map = {"type": "object", "additionalProperties": {"type": "integer"}, "maxProperties": 2}
     assert for_grammar(open_map, closes_objects=True)["additionalProperties"]["type"] == "integer"
+
+
+@pytest.mark.parametrize(
+    ("schema", "expected"),
+    [
+        ({"$ref": "#/$defs/missing"}, "a `$ref` points to `#/$defs/missing`, which the schema does not define"),
+        ({"type": "array", "uniqueItems": True}, "`uniqueItems` cannot be enforced while decoding"),
+        ({"type": "string", "format": "uri-reference"}, "format uri-reference cannot be enforced"),
+        ({"oneOf": [{"type": "string"}, {"type": "string", "maxLength": 2}]}, "use `anyOf` instead"),
+        ({"type": "integer", "minimum": 5, "maximum": 1}, "no JSON value satisfies the schema: minimum (5)"),
+        ({"type": "string", "pattern": "(a)\\1"}, "not supported: backreferences are not supported"),
+    ],
+)
+def test_every_refusal_says_what_to_change_in_plain_words(
+    tokenizer: llguidance.LLTokenizer, schema: dict[str, Any], expected: str
+) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        GrammarCache(tokenizer).grammar_for(JsonOutput(schema))
+    assert expected in info.value.message
+    assert "coerce_one_of" not in info.value.message and "<state>" not in info.value.message

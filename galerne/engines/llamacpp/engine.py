@@ -31,6 +31,7 @@ from pathlib import Path
 import llguidance.llamacpp
 
 from galerne.engines.base import EngineCapabilities, EngineStats, PreparedRequest
+from galerne.engines.llamacpp.closing import TokenClasses
 from galerne.engines.llamacpp.context import ContextShape, DecodeError, LlamaContext
 from galerne.engines.llamacpp.guide import GrammarGuide
 from galerne.engines.llamacpp.model import LlamaModel
@@ -157,6 +158,8 @@ class LlamaCppEngine:
             tokenizer = llguidance.llamacpp.lltokenizer_from_vocab(self.model.vocab)
         self._grammars = GrammarCache(tokenizer)
         self._preparers = ThreadPoolExecutor(config.num_preparers, thread_name_prefix=f"prepare-{config.model_id}")
+        ending = [self.model.is_end_of_generation(token) for token in range(self.model.num_vocab)]
+        self._token_classes = TokenClasses(self.model.pieces, ending)
         self._scheduler = Scheduler(self.model, config.num_slots)
         self._inbox: deque[Sequence] = deque()
         self._wakeup = threading.Condition()
@@ -199,9 +202,10 @@ class LlamaCppEngine:
         max_new = self._max_new_tokens(len(prompt), request.sampling.max_tokens)
         guides: tuple[GrammarGuide | None, ...] = (None,) * request.num_choices
         if request.constraint is not None:
-            matcher = self._grammars.matcher(request.constraint)
-            matchers = [matcher] + [matcher.deep_copy() for _ in range(request.num_choices - 1)]
-            guides = tuple(GrammarGuide(each, self.model.num_vocab) for each in matchers)
+            constraint, classes = request.constraint, self._token_classes
+            guides = tuple(
+                GrammarGuide.for_constraint(self._grammars, constraint, classes) for _ in range(request.num_choices)
+            )
         return PreparedSequence(request=request, prompt=prompt, max_new_tokens=max_new, guides=guides)
 
     def submit(self, prepared: PreparedRequest) -> list[EmbeddedGeneration]:

@@ -158,7 +158,11 @@ class Scheduler:
                 continue
             logits = context.logits(sequence.logits_row)
             if sequence.guide is not None:
-                sequence.guide.mask(logits)
+                try:
+                    sequence.guide.mask(logits, sequence.max_new_tokens - sequence.num_generated)
+                except GrammarViolation as exc:
+                    self._fail_guide(sequence, exc)
+                    continue
             token = sequence.sampler.sample(logits)
             sequence.logits_row = -1
             sequence.num_generated += 1
@@ -185,33 +189,41 @@ class Scheduler:
             self._finish(sequence, sequence.text.flush(), FinishReason.STOP)
             return
         tokens = [token]
-        if sequence.guide is not None:
+        guide = sequence.guide
+        if guide is not None:
             try:
-                forced = sequence.guide.accept(token)
+                forced = guide.accept(token, max_forced=sequence.max_new_tokens - sequence.num_generated)
             except GrammarViolation as exc:
-                self._release(sequence)
-                sequence.emit(sequence.finish_event("", FinishReason.ERROR, f"grammar error: {exc}"))
+                self._fail_guide(sequence, exc)
                 return
-            forced = forced[: sequence.max_new_tokens - sequence.num_generated]
             sequence.num_generated += len(forced)
             tokens.extend(forced)
         pieces = self._model.pieces
         data = pieces[token] if len(tokens) == 1 else b"".join(pieces[t] for t in tokens)
+        if guide is not None and guide.starts_tool_call(data):
+            sequence.text.disable_stops()  # stop strings cut text replies, never a call (it ends with its array)
         text, hit_stop = sequence.text.push(data)
         if hit_stop:
             self._finish(sequence, text, FinishReason.STOP)
-        elif sequence.guide is not None and sequence.guide.is_done:
+        elif guide is not None and guide.is_done:
             self._finish(sequence, text + sequence.text.flush(), FinishReason.STOP)
         elif sequence.num_generated >= sequence.max_new_tokens:
             self._finish(sequence, text + sequence.text.flush(), FinishReason.LENGTH)
         else:
             sequence.pending = tokens
             if text:
-                sequence.emit(GenerationEvent(text, len(sequence.prompt), sequence.num_generated))
+                is_call = guide is not None and guide.reader.push(text)
+                sequence.emit(GenerationEvent(text, len(sequence.prompt), sequence.num_generated, is_tool_call=is_call))
 
     def _finish(self, sequence: Sequence, text: str, reason: FinishReason) -> None:
         self._release(sequence)
-        sequence.emit(sequence.finish_event(text, reason))
+        event = sequence.finish_event(text, reason)
+        sequence.emit(event if sequence.guide is None else sequence.guide.final_event(event))
+
+    def _fail_guide(self, sequence: Sequence, error: GrammarViolation) -> None:
+        assert sequence.guide is not None  # only guided sequences have a grammar to fail
+        self._release(sequence)
+        sequence.emit(sequence.guide.error_event(sequence.finish_event("", FinishReason.ERROR), error))
 
     def _assign(self, sequence: Sequence, slot: Slot, context: LlamaContext, source: Slot | None = None) -> None:
         """Give `slot` to `sequence`, keeping the longest reusable prefix of the slot's own KV, or of

@@ -33,6 +33,10 @@ class TextAssembler:
         text, self._held = self._held[:split], self._held[split:]
         return text, False
 
+    def disable_stops(self) -> None:
+        """Stop applying stop strings (a tool call ends with its grammar, not with a client's stop)."""
+        self._stop = ()
+
     def flush(self) -> str:
         """Whatever is held back once the generation ends for another reason than a stop string."""
         text = self._held + self._decoder.decode(b"", final=True)
