@@ -65,7 +65,9 @@ class EmbeddedModelConfig:
     max_queued: int = 64
     num_threads: int | None = None
     model_id: str = "model"
-    num_preparers: int = 2  # threads that render, tokenize and compile grammars off the event loop
+    # Threads that render, tokenize and compile grammars off the event loop: enough that short requests are
+    # not queued behind a few huge ones (measured: with 2, four heavy requests doubled short ones' TTFT).
+    num_preparers: int = 8
 
 
 @dataclass(frozen=True, slots=True)
