@@ -34,6 +34,7 @@ CALL = ToolCall("abcDEF123", "get_weather", '{"city": "Rome"}')
 class _Prepared:
     prompt_tokens: int = 5
     max_new_tokens: int = 10
+    num_choices: int = 1
 
 
 class _Generation:
@@ -60,11 +61,11 @@ class ScriptedEngine:
     def __init__(self) -> None:
         self.script: list[GenerationEvent] = []
 
-    def prepare(self, request: GenerationRequest) -> _Prepared:
+    async def prepare(self, request: GenerationRequest) -> _Prepared:
         return _Prepared()
 
-    def submit(self, prepared: object) -> _Generation:
-        return _Generation(self.script)
+    def submit(self, prepared: object) -> list[_Generation]:
+        return [_Generation(self.script)]
 
     def stats(self) -> EngineStats:
         return EngineStats(num_queued=0, num_active=0, num_slots=1)
@@ -87,7 +88,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     entry = catalog.default_entry()
     engine = ScriptedEngine()
     database = Database.open(f"sqlite:///{tmp_path / 'usage.db'}")
-    meter = UsageMeter(database)
+    meter = UsageMeter(database, tmp_path / "usage-journal")
     metrics = Metrics()
     registry = ModelRegistry(catalog, {entry.id: engine})
     yield Setup(
@@ -131,7 +132,9 @@ async def test_typed_calls_become_tool_calls_and_call_text_is_never_content(setu
         "name": "get_weather", "arguments": '{"city": "Rome"}'}  # fmt: skip
     chunks = [
         chunk
-        async for chunk in setup.chat.stream(await setup.chat.start(_request(setup.model, stream=True), PRINCIPAL))
+        async for chunk in await setup.chat.stream(
+            await setup.chat.start(_request(setup.model, stream=True), PRINCIPAL)
+        )
     ]
     contents = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert "[" not in contents
