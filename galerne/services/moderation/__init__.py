@@ -1,0 +1,1 @@
+"""Guardrails: the moderation classifier, deterministic PII detectors, system-level policies and their audit."""
