@@ -18,10 +18,38 @@ import openai
 import pytest
 from mistralai.client import Mistral
 
-from galerne.catalog import default_catalog
+from galerne.catalog import BUNDLED_MODEL_ID, default_catalog
 from galerne.engines.llamacpp.model import LlamaModel
 from galerne.storage.database import Database
 from tests.databases import fresh_database_url
+
+
+def engine_threads() -> int:
+    """llama.cpp threads for one test worker: the cores shared out between pytest-xdist's workers.
+
+    Two workers each running a 2-thread engine on 2 cores oversubscribe them, and ggml's threads spin at
+    every barrier waiting for a descheduled peer: the whole suite ran ~2x slower that way.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def worker_threads() -> str:
+    """`GALERNE_TEST_THREADS` if set, else this worker's share of the cores (`engine_threads`)."""
+    return os.environ.get("GALERNE_TEST_THREADS") or str(engine_threads())
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Servers, apps and CLI runs in tests serve SmolLM2 alone unless a test asks for more (its own `env` or a
+    catalogue file): loading Gemma too into every test server would add its start-up to each of them.
+    They share the cores with the other test workers (`worker_threads`).
+
+    The thread count is set, not defaulted: the xdist controller runs this hook too and its workers inherit
+    its environment, so with a default every worker kept the controller's count (all the cores) and each test
+    server ran a 2-thread engine beside the other worker's on 2 cores (CI took 57 minutes instead of 15).
+    """
+    os.environ["GALERNE_MODELS"] = BUNDLED_MODEL_ID
+    os.environ["GALERNE_NUM_THREADS"] = worker_threads()
 
 
 @dataclass
@@ -92,6 +120,7 @@ def start_server(
     extra_args: tuple[str, ...] = (),
     health_status: int = 200,
     module: str = "galerne",
+    start_seconds: float = 60,
 ) -> RunningServer:
     """Start `python -m galerne serve` and wait until `/health` answers `health_status` (503: a part is down).
 
@@ -111,7 +140,7 @@ def start_server(
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
     server = RunningServer(f"http://127.0.0.1:{port}", process, log_path, home, api_key or "", env)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + start_seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
@@ -122,7 +151,7 @@ def start_server(
             pass
         time.sleep(0.2)
     process.kill()
-    raise RuntimeError(f"server did not start in 60 s:\n{server.log()}")
+    raise RuntimeError(f"server did not start in {start_seconds:g} s:\n{server.log()}")
 
 
 def stop_server(server: RunningServer) -> None:
