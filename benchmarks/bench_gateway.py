@@ -3,17 +3,23 @@ that answers instantly, against that upstream called directly, all in one run.
 
     .venv/bin/python benchmarks/bench_gateway.py                 # 16 clients, 10 s per setup
     .venv/bin/python benchmarks/bench_gateway.py --duration 20 --skip-litellm
+    .venv/bin/python benchmarks/bench_gateway.py --scale-out --clients 1,16 --duration 5   # deployments, failover
 
 Three processes per setup, so none shares a GIL with another: the upstream (a raw asyncio HTTP/1.1
 responder answering every chat completion with a fixed reply, streamed when asked), the server under test,
 and the load generator (16 keep-alive connections, each sending the next request as soon as the last
 answer arrived). LiteLLM's proxy is installed from PyPI into `benchmarks/.venv-litellm` on first use.
+
+`--scale-out` measures the routing layer instead: at each `--clients` count, the upstream direct, Galerne with
+one remote deployment and Galerne with two (two upstream processes, least in flight); then a failover run
+(two deployments, one upstream SIGKILLed halfway through) and the errors its clients saw.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -186,15 +192,18 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, timeou
 
 
 @contextmanager
-def running(command: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> Iterator[None]:
+def running(
+    command: list[str], port: int, log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
                                    cwd=REPO_ROOT, start_new_session=True)
     try:
         wait_for_port(port, process, log)
-        yield
+        yield process
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -202,11 +211,20 @@ def running(command: list[str], port: int, log: Path, env: dict[str, str] | None
             process.wait()
 
 
-def measure(url: str, key: str, args: argparse.Namespace) -> dict[str, Any]:
+def measure(
+    url: str, key: str, args: argparse.Namespace, *, kill: subprocess.Popen[bytes] | None = None
+) -> dict[str, Any]:
+    """Run the load generator; with `kill`, SIGKILL that process halfway through the measured time."""
     command = [sys.executable, __file__, "--role", "load", "--url", url, "--key", key,
                "--concurrency", str(args.concurrency), "--duration", str(args.duration), "--warmup", str(args.warmup)]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
-    return dict(json.loads(result.stdout))
+    load = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    if kill is not None:
+        time.sleep(args.warmup + args.duration / 2)
+        os.killpg(kill.pid, signal.SIGKILL)
+    stdout, _ = load.communicate()
+    if load.returncode != 0:
+        raise RuntimeError(f"the load generator failed ({load.returncode})")
+    return dict(json.loads(stdout))
 
 
 def galerne_cli(home: Path, *arguments: str) -> Any:
@@ -217,15 +235,25 @@ def galerne_cli(home: Path, *arguments: str) -> Any:
 
 
 def bench_galerne(
-    upstream_url: str, work: Path, args: argparse.Namespace, *, workers: int = 1, redis_url: str | None = None
+    upstream_url: str | list[str],
+    work: Path,
+    args: argparse.Namespace,
+    *,
+    workers: int = 1,
+    redis_url: str | None = None,
+    kill: subprocess.Popen[bytes] | None = None,
 ) -> dict[str, Any]:
-    home = work / f"galerne-{workers}"
-    home.mkdir()
+    """One Galerne in front of the upstream, or of several as deployments of one model (a list of URLs)."""
+    home = Path(tempfile.mkdtemp(prefix=f"galerne-{workers}-", dir=work))
     config = home / "catalogue.toml"
-    config.write_text(
-        f'[[models]]\nid = "{MODEL}"\nengine = "remote"\nbase_url = "{upstream_url}"\ncontext_length = 8192\n'
-        "max_concurrent_requests = 256\nprice_input_per_million = 0.1\nprice_output_per_million = 0.3\n"
-    )
+    model = f'[[models]]\nid = "{MODEL}"\ncontext_length = 8192\nprice_input_per_million = 0.1\n' \
+            "price_output_per_million = 0.3\n"
+    if isinstance(upstream_url, str):
+        model += f'engine = "remote"\nbase_url = "{upstream_url}"\nmax_concurrent_requests = 256\n'
+    else:
+        model += "".join(f'[[models.deployments]]\nengine = "remote"\nbase_url = "{url}"\nmax_in_flight = 256\n'
+                         for url in upstream_url)
+    config.write_text(model)
     galerne_cli(home, "projects", "create", "bench", "--rpm", "100000000", "--tpm", "100000000000", "--concurrency",
                 "1000", "--models", MODEL)
     key = galerne_cli(home, "keys", "create", "--project", "bench")["key"]
@@ -237,7 +265,7 @@ def bench_galerne(
            **({"GALERNE_REDIS_URL": redis_url} if redis_url else {})}
     with running(command, port, home / "server.log", env):
         time.sleep(1 if workers == 1 else 4)  # workers open the port before all of them are ready
-        result = measure(f"http://127.0.0.1:{port}/v1/chat/completions", key, args)
+        result = measure(f"http://127.0.0.1:{port}/v1/chat/completions", key, args, kill=kill)
     usage = galerne_cli(home, "usage", "--by", "project")
     result["metered_requests"] = usage[0]["num_requests"] if usage else 0
     return result
@@ -290,6 +318,9 @@ def main(args: argparse.Namespace) -> None:
     if args.role == "load":
         print(json.dumps(asyncio.run(_load(args.url, args.key, args.concurrency, args.warmup, args.duration))))
         return
+    if args.scale_out:
+        scale_out(args)
+        return
     work = Path(tempfile.mkdtemp(prefix="galerne-bench-gateway-"))
     results: dict[str, dict[str, Any]] = {}
     try:
@@ -305,6 +336,47 @@ def main(args: argparse.Namespace) -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(results, args)
+
+
+def scale_out(args: argparse.Namespace) -> None:
+    """Gateway overhead with one and two deployments at each client count, then a failover run."""
+    work = Path(tempfile.mkdtemp(prefix="galerne-bench-scale-out-"))
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        ports = [free_port(), free_port()]
+        urls = [f"http://127.0.0.1:{port}/v1" for port in ports]
+        upstream = [sys.executable, __file__, "--role", "upstream", "--port"]
+        with running([*upstream, str(ports[0])], ports[0], work / "up0.log"), \
+                running([*upstream, str(ports[1])], ports[1], work / "up1.log"):
+            for clients in args.clients:
+                run = argparse.Namespace(**{**vars(args), "concurrency": clients})
+                results[f"{clients:>2} clients: upstream direct"] = measure(f"{urls[0]}/chat/completions", "-", run)
+                results[f"{clients:>2} clients: galerne, 1 deployment"] = bench_galerne(urls[0], work, run)
+                results[f"{clients:>2} clients: galerne, 2 deployments"] = bench_galerne(urls, work, run)
+        ports = [free_port(), free_port()]
+        urls = [f"http://127.0.0.1:{port}/v1" for port in ports]
+        run = argparse.Namespace(**{**vars(args), "concurrency": max(args.clients)})
+        with running([*upstream, str(ports[0])], ports[0], work / "up2.log"), \
+                running([*upstream, str(ports[1])], ports[1], work / "up3.log") as doomed:
+            results[f"{run.concurrency:>2} clients: failover (1 of 2 killed)"] = bench_galerne(
+                urls, work, run, kill=doomed
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\n{args.duration:g} s measured after {args.warmup:g} s warm-up per setup, non-streamed chat completions; "
+          "the failover run kills one of its two upstreams halfway through the measured time\n")
+    print(f"{'setup':44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for name, result in results.items():
+        print(f"{name:44} {result['requests_per_second']:9.0f} {result['p50_ms']:8.2f} {result['p99_ms']:8.2f} "
+              f"{result['errors']:7d}")
+    for clients in args.clients:
+        direct = results[f"{clients:>2} clients: upstream direct"]
+        for setup in ("1 deployment", "2 deployments"):
+            galerne = results[f"{clients:>2} clients: galerne, {setup}"]
+            print(f"{clients:>2} clients, {setup}: overhead p50 {galerne['p50_ms'] - direct['p50_ms']:.2f} ms, "
+                  f"p99 {galerne['p99_ms'] - direct['p99_ms']:.2f} ms")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
 
 
 def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
@@ -341,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0",
                         help="Also measure 2 workers sharing limits in this Redis; '' to skip.")
     parser.add_argument("--json", help="Also write the results to this file.")
+    parser.add_argument("--scale-out", action="store_true", help="Measure deployments and failover instead.")
+    parser.add_argument("--clients", type=lambda text: [int(part) for part in text.split(",")], default=[1, 16],
+                        help="Client counts for --scale-out, e.g. 1,16.")
     parser.add_argument("--role", choices=["bench", "upstream", "load"], default="bench", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)

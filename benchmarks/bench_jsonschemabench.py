@@ -82,7 +82,7 @@ async def run_one(engine: LlamaCppEngine, entry: dict[str, Any], max_tokens: int
     try:
         body = wire.ChatCompletionRequest.model_validate(_request(entry["schema"], max_tokens))
         request = to_generation_request(body, model_id="bench")
-        generation = engine.submit(engine.prepare(request))
+        (generation,) = engine.submit(await engine.prepare(request))  # n = 1: one generation
     except ContextLengthExceededError as exc:
         outcome.bucket, outcome.detail = "too_long", exc.message
         return outcome

@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,10 @@ PROMPT_ROOM = 64  # KV cells per sequence for the chat prompt (~40 tokens)
 CONCURRENCY_LEVELS = (1, 4, 8)
 TEMPERATURES = (0.0, 0.7)
 QUEUE_CLIENTS = 16  # twice the engine's slots
+# Paired single streams run this many times the repeats: a pair costs two seconds, and the ratio is what is judged.
+PAIRED_REPEAT_FACTOR = 3
+# Paired 8-client runs get this many more repeats, so that each half of them (for the drift) has four pairs.
+PAIRED_EXTRA_REPEATS = 3
 ENGINE_SLOT_CONTEXT = 4096  # the catalogue default: per-slot KV of the engine layout
 ENGINE_BATCH = 256  # the engine's max_batch_tokens (n_batch = n_ubatch)
 HEALTH_TIMEOUT_S = 120.0
@@ -139,6 +143,18 @@ class LevelResult:
     runs_completed: list[int] = field(default_factory=list)
     runs_goodput_tokens_per_s: list[float] = field(default_factory=list)
     temperature: float = 0.0
+    # With raw pairs: the raw batched decode of the same prompts right before each repeat, and goodput / raw.
+    paired_raw_runs: list[float] = field(default_factory=list)
+    paired_ratios: list[float] = field(default_factory=list)
+
+    def paired_drift(self) -> float | None:
+        """Median pair ratio of the later half of the repeats over the earlier half: a server that slows as it
+        runs shows < 1 even while the machine itself speeds up or slows down."""
+        ratios = self.paired_ratios
+        half = len(ratios) // 2
+        if half == 0:
+            return None
+        return statistics.median(ratios[-half:]) / statistics.median(ratios[:half])
 
     def drift(self) -> float | None:
         """Goodput of the last repeat over the first: a server that degrades as it runs shows < 1."""
@@ -159,6 +175,9 @@ class ServerResult:
     startup_s: float | None = None
     single_stream_tokens_per_s: float | None = None
     single_stream_runs: list[float] = field(default_factory=list)
+    # One raw single-sequence decode right before each of the server's single streams: their ratios, pair by pair.
+    paired_raw_runs: list[float] = field(default_factory=list)
+    paired_ratios: list[float] = field(default_factory=list)
     levels: list[LevelResult] = field(default_factory=list)
     queue: LevelResult | None = None
     other_cpu_share: float | None = None
@@ -583,21 +602,31 @@ async def stream_chat(
 async def read_sse(
     client: httpx.AsyncClient, url: str, body: dict[str, Any], result: StreamResult, t_start: float
 ) -> None:
-    """POST and read `data:` lines until `[DONE]` or the end of the stream, filling `result`."""
+    """POST and read the stream to its end, then its `data:` events up to `[DONE]`, filling `result`.
+
+    Each read is only timestamped while the stream runs; the events are split and their JSON decoded after it
+    ended. On a 2-core machine whose cores the server's decode fills, a client decoding JSON per token takes
+    ~0.4 ms of CPU a token from that decode (measured), which is the client's cost, not the server's. An
+    event gets the time of the read that completed it.
+    """
     async with client.stream("POST", url, json=body) as resp:
         result.status = resp.status_code
         if resp.status_code != 200:
             text = (await resp.aread()).decode(errors="replace")
             result.error = f"HTTP {resp.status_code}: {text[:200]}"
             return
-        async for line in resp.aiter_lines():
-            if not line.startswith("data:"):
+        reads = [(time.perf_counter() - t_start, data) async for data in resp.aiter_bytes()]
+    pending = b""
+    for elapsed, data in reads:
+        *events, pending = (pending + data).split(b"\n\n")
+        for line in (line for event in events for line in event.split(b"\n")):
+            if not line.startswith(b"data:"):
                 continue
             payload = line[5:].strip()
-            if payload == "[DONE]":
+            if payload == b"[DONE]":
                 result.done_marker = True
                 return
-            apply_chunk(result, json.loads(payload), time.perf_counter() - t_start)
+            apply_chunk(result, json.loads(payload), elapsed)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -645,33 +674,68 @@ async def run_clients(base_url: str, model: str, prompts: Sequence[str], cfg: Be
     return summarize_level(len(prompts), wall, list(streams))
 
 
-def measure_server(name: str, base_url: str, cfg: BenchConfig, queue_clients: int = 0) -> ServerResult:
-    """Warm up, then single-stream decode speed (median of repeats), then 1/4/8 concurrent clients."""
+@dataclass(frozen=True)
+class RawPairs:
+    """Raw decodes run in this process, while the server under test idles, right before each of its measured runs.
+
+    On a shared virtual machine the speed of the cores drifts by 10-30 % over minutes, more than the gaps being
+    measured; a ratio taken pair by pair cancels the drift that two stages minutes apart fold into a figure.
+    """
+
+    single: Callable[[int], float]  # one sequence: the story prompt of that index
+    batch: Callable[[list[str]], float]  # BATCH_SEQS sequences: these prompts
+
+
+def measure_server(
+    name: str,
+    base_url: str,
+    cfg: BenchConfig,
+    queue_clients: int = 0,
+    raw_pairs: RawPairs | None = None,
+) -> ServerResult:
+    """Warm up, then single-stream decode speed (median of repeats), then 1/4/8 concurrent clients; with
+    `raw_pairs`, the single streams and the 8-client runs each follow a raw decode of the same prompts."""
     result = ServerResult(name=name, model=first_model_id(base_url))
     model = result.model
     assert model is not None
     warm = dataclasses.replace(cfg, max_tokens=8)
     asyncio.run(run_clients(base_url, model, ["Say hello."], warm))
+    repeats = cfg.repeats * (PAIRED_REPEAT_FACTOR if raw_pairs is not None else 1)
     prompt_index = 0
-    for _ in range(cfg.repeats):
+    for _ in range(repeats):
+        raw_rate = raw_pairs.single(prompt_index) if raw_pairs is not None else None
         level = asyncio.run(run_clients(base_url, model, [story_prompt(prompt_index)], cfg))
         prompt_index += 1
-        rate = level.streams[0].decode_tokens_per_s()
-        if rate is not None:
-            result.single_stream_runs.append(round(rate, 1))
+        stream = level.streams[0]
+        rate = stream.decode_tokens_per_s() if stream.complete else None
+        if rate is None:
+            continue
+        result.single_stream_runs.append(round(rate, 1))
+        if raw_rate is not None:
+            result.paired_raw_runs.append(round(raw_rate, 1))
+            result.paired_ratios.append(round(rate / raw_rate, 3))
     if result.single_stream_runs:
         result.single_stream_tokens_per_s = statistics.median(result.single_stream_runs)
     for temperature in TEMPERATURES:
         at = dataclasses.replace(cfg, temperature=temperature)
         for clients in CONCURRENCY_LEVELS:
             runs = []
-            for _ in range(cfg.repeats):
+            raw_runs: list[float] = []
+            raw_batch = raw_pairs.batch if raw_pairs is not None and clients == BATCH_SEQS else None
+            for _ in range(cfg.repeats + (PAIRED_EXTRA_REPEATS if raw_batch is not None else 0)):
                 prompts = [story_prompt(prompt_index + i) for i in range(clients)]
                 prompt_index += clients
+                if raw_batch is not None:
+                    raw_runs.append(round(raw_batch(prompts), 1))
                 runs.append(asyncio.run(run_clients(base_url, model, prompts, at)))
                 runs[-1].temperature = temperature
                 print(f"  {name}: T={temperature} {clients} client(s): {format_level_short(runs[-1])}", flush=True)
-            result.levels.append(median_level(runs))
+            level = median_level(runs)
+            level.paired_raw_runs = raw_runs
+            level.paired_ratios = [
+                round(run.goodput_tokens_per_s / raw, 3) for run, raw in zip(runs, raw_runs, strict=False)
+            ]
+            result.levels.append(level)
     if queue_clients:
         prompts = [story_prompt(prompt_index + i) for i in range(queue_clients)]
         at = dataclasses.replace(cfg, temperature=TEMPERATURES[-1])
@@ -705,28 +769,47 @@ def server_env(home: Path | None) -> dict[str, str]:
 
 
 def bench_http_server(
-    name: str, cmd: list[str], env: dict[str, str], health_path: str, log: Path, cfg: BenchConfig
+    name: str,
+    cmd: list[str],
+    env: dict[str, str],
+    health_path: str,
+    log: Path,
+    cfg: BenchConfig,
+    raw_pairs: RawPairs | None = None,
 ) -> ServerResult:
     """Start one server, measure it, stop it; raises ServerStartError when it never becomes healthy."""
     base = f"http://127.0.0.1:{cmd[cmd.index('--port') + 1]}"
     with running_server(cmd, env, f"{base}{health_path}", log) as started:
         print(f"  {name} healthy after {started.startup_s:.1f} s on {base}", flush=True)
         before = sample_cpu((started.pid,))
-        result = measure_server(name, base, cfg, queue_clients=QUEUE_CLIENTS if name == "galerne" else 0)
+        queue_clients = QUEUE_CLIENTS if name == "galerne" else 0
+        result = measure_server(name, base, cfg, queue_clients=queue_clients, raw_pairs=raw_pairs)
         result.other_cpu_share = other_share(before, sample_cpu((started.pid,)))
         result.startup_s = started.startup_s
         return result
 
 
-def bench_galerne(cfg: BenchConfig, workdir: Path) -> ServerResult:
-    """Run `galerne serve --no-auth` (retrying without --no-auth if the CLI rejects it) and measure it."""
+def bench_galerne(cfg: BenchConfig, workdir: Path, gguf: Path) -> ServerResult:
+    """Run `galerne serve --no-auth` (retrying without --no-auth if the CLI rejects it) and measure it, its
+    single streams and 8-client runs paired with raw decodes of stages (a) and (b)'s engine layouts."""
     home = workdir / "galerne-home"
     home.mkdir()
     last_error = "not started"
     for no_auth in (True, False):
         cmd = galerne_command(free_port(), no_auth)
         try:
-            return bench_http_server("galerne", cmd, server_env(home), "/health", workdir / "galerne.log", cfg)
+            with (
+                llama_context(gguf, n_seq_max=1, n_ctx=N_CTX, is_engine_layout=True) as (_model, one, vocab),
+                llama_context(gguf, n_seq_max=BATCH_SEQS, n_ctx=N_CTX, is_engine_layout=True) as (_m, many, _v),
+            ):
+                pairs = RawPairs(
+                    single=lambda index: raw_decode_run(one, vocab, [story_prompt(index)], cfg.max_tokens).tokens_per_s,
+                    batch=lambda prompts: raw_decode_run(many, vocab, prompts, cfg.max_tokens).tokens_per_s,
+                )
+                pairs.single(0)  # warm-up
+                pairs.batch([story_prompt(i) for i in range(BATCH_SEQS)])
+                log = workdir / "galerne.log"
+                return bench_http_server("galerne", cmd, server_env(home), "/health", log, cfg, pairs)
         except ServerStartError as exc:
             last_error = str(exc)
             if not (no_auth and exc.rejected_option()):
@@ -780,6 +863,9 @@ def print_table(raw: list[RawResult], servers: list[ServerResult], cfg: BenchCon
     for srv in servers:
         if not srv.error:
             print(f"  {srv.name:<18}{fmt(srv.single_stream_tokens_per_s):>8}   runs {srv.single_stream_runs}")
+            if srv.paired_ratios:
+                print(f"  {'  paired raw runs':<18}{'':>8}   runs {srv.paired_raw_runs}")
+                print(f"  {'  ratio per pair':<18}{statistics.median(srv.paired_ratios):>7.3f}x  {srv.paired_ratios}")
     print("\nHTTP servers, N concurrent streaming clients (median run by aggregate; 'complete' counts all runs)")
     print(
         f"  {'server':<18}{'T':>4}{'clients':>8}{'agg tok/s':>10}{'goodput':>9}{'tokens':>7}{'wall s':>7}"
@@ -804,6 +890,8 @@ def print_level_row(name: str, lvl: LevelResult) -> None:
         f"{fmt(lvl.ttft_p50_s, '.2f', 's'):>9}{fmt(lvl.ttft_p95_s, '.2f', 's'):>9}{f'{done}/{total}':>9}  "
         f"{lvl.runs_goodput_tokens_per_s!s:<40} {lvl.finish_reasons}"
     )
+    if lvl.paired_ratios:
+        print(f"  {'':<25}paired raw 8-seq runs {lvl.paired_raw_runs}, goodput / raw {lvl.paired_ratios}")
     for err in sorted(set(lvl.errors))[:3]:
         print(f"  {'':<25}error: {err}")
 
@@ -819,17 +907,23 @@ def compute_ratios(raw: list[RawResult], servers: list[ServerResult]) -> list[di
     gal, lcs = by_name.get("galerne"), by_name.get("llama_cpp.server")
     most = max(CONCURRENCY_LEVELS)
     rows: list[tuple[str, float | None, float | None, float | None]] = [
-        ("galerne one stream / raw single decode", ratio(gal.single_stream_tokens_per_s if gal else None,
-                                                         raw_single.tokens_per_s), 0.95, None),
+        ("galerne one stream / raw single decode, median of pairs",
+         statistics.median(gal.paired_ratios) if gal and gal.paired_ratios else None, 0.95, None),
+        ("galerne one stream / raw single decode of stage (a)", ratio(gal.single_stream_tokens_per_s if gal else None,
+                                                                      raw_single.tokens_per_s), None, None),
     ]  # fmt: skip
     for temperature in TEMPERATURES:
         gal8 = gal.level(most, temperature) if gal else None
         lcs8 = lcs.level(most, temperature) if lcs else None
         rate = gal8.goodput_tokens_per_s if gal8 else None
+        paired = statistics.median(gal8.paired_ratios) if gal8 and gal8.paired_ratios else None
         rows += [
-            (f"T={temperature}: galerne 8 clients / raw 8-seq, per-slot KV", ratio(rate, raw_engine.tokens_per_s),
-             0.85, None),
-            (f"T={temperature}: galerne 8 clients, last / first repeat", gal8.drift() if gal8 else None, 0.90, 1.10),
+            (f"T={temperature}: galerne 8 clients / raw 8-seq, per-slot KV, median of pairs", paired, 0.85, None),
+            (f"T={temperature}: galerne 8 clients, pair ratios, later / earlier half", gal8.paired_drift() if gal8
+             else None, 0.90, 1.10),
+            (f"T={temperature}: galerne 8 clients / raw 8-seq, per-slot KV of stage (b)",
+             ratio(rate, raw_engine.tokens_per_s), None, None),
+            (f"T={temperature}: galerne 8 clients, last / first repeat", gal8.drift() if gal8 else None, None, None),
             (f"T={temperature}: galerne 8 clients / llama_cpp.server 8 clients",
              ratio(rate, lcs8.goodput_tokens_per_s if lcs8 else None), None, None),
             (f"T={temperature}: galerne 8 clients / raw 8-seq, unified KV", ratio(rate, raw_unified.tokens_per_s),
@@ -857,7 +951,7 @@ def print_ratios(ratios: list[dict[str, Any]], servers: list[ServerResult]) -> N
         else:
             goal = f"goal >= {r['low']:.2f}" + (f" and <= {r['high']:.2f}" if r["high"] is not None else "")
             verdict = "n/a" if r["met"] is None else ("MET" if r["met"] else "MISSED")
-        print(f"  {r['name']:<62}{fmt(r['value'], '.2f', 'x'):>8}  {goal:<24} {verdict}")
+        print(f"  {r['name']:<70}{fmt(r['value'], '.2f', 'x'):>8}  {goal:<24} {verdict}")
     print("\nCompleted streams (final chunk with finish_reason, then data: [DONE])")
     for s in servers:
         if s.error:
@@ -934,7 +1028,7 @@ def run_stages(
     with tempfile.TemporaryDirectory(prefix="galerne-bench-") as tmp:
         loads["(c)"] = wait_for_quiet("(c)", cfg.quiet_wait_s)
         print("(c) galerne serve ...", flush=True)
-        galerne = bench_galerne(cfg, Path(tmp))
+        galerne = bench_galerne(cfg, Path(tmp), gguf)
         if galerne.error:
             print(f"  {galerne.error}", flush=True)
         loads["(d)"] = wait_for_quiet("(d)", cfg.quiet_wait_s)

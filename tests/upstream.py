@@ -4,15 +4,25 @@ It answers `POST /v1/chat/completions` with the words of `reply`, streamed with 
 when asked to stream, whole otherwise, and records the requests and headers it received.
 `words_per_second` slows it to test cancellation. It fails in each way an upstream can:
 `fail_with` answers that HTTP status (with `fail_message`, and `Retry-After: retry_after` when set);
+`fail_times` limits that to the next N requests (then it answers again: retries);
 `delay_seconds` waits before answering (a timeout); `fault` answers 200 with something broken:
 ``"garbage"`` (not JSON), ``"bad_chunk"`` (JSON of the wrong shape: content that is a number, no choices)
-or ``"cut"`` (the connection drops after the first word).
+or ``"cut"`` (the connection drops after the first word). `GET /v1/models` (the router's health check)
+answers 200, or the `fail_with` status when that is a 5xx.
+
+`python -m tests.upstream --port N [--words-per-second W] [--reply TEXT]` runs one as a process of its
+own, for tests that kill an upstream (SIGKILL) under load.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -35,6 +46,7 @@ class Upstream:
     fail_with: int | None = None
     fail_message: str = "upstream is unhappy"
     fail_code: str | None = None
+    fail_times: int | None = None
     retry_after: str | None = None
     delay_seconds: float = 0.0
     fault: Literal["garbage", "bad_chunk", "cut"] | None = None
@@ -51,7 +63,9 @@ class Upstream:
         self.headers.append(dict(request.headers))
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)
-        if self.fail_with is not None:
+        if self.fail_with is not None and self.fail_times != 0:
+            if self.fail_times is not None:
+                self.fail_times -= 1
             error = {"message": self.fail_message, "code": self.fail_code, "param": None}
             headers = {"Retry-After": self.retry_after} if self.retry_after else None
             return JSONResponse({"error": error}, status_code=self.fail_with, headers=headers)
@@ -64,6 +78,11 @@ class Upstream:
             choice = {"index": 0, "message": message, "finish_reason": self.finish_reason}
             return JSONResponse({"object": "chat.completion", "model": "up", "choices": [choice], "usage": usage})
         return StreamingResponse(self._chunks(words, body), media_type="text/event-stream")
+
+    async def models(self, request: Request) -> Response:
+        if self.fail_with is not None and self.fail_with >= 500 and self.fail_times != 0:
+            return JSONResponse({"error": {"message": self.fail_message}}, status_code=self.fail_with)
+        return JSONResponse({"object": "list", "data": [{"id": "up", "object": "model"}]})
 
     async def _chunks(self, words: list[str], body: dict[str, Any]) -> AsyncIterator[bytes]:
         self.num_open_streams += 1
@@ -102,10 +121,16 @@ def _event(chunk: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps({"object": "chat.completion.chunk", "model": "up", **chunk}).encode() + b"\n\n"
 
 
+def _app(upstream: Upstream) -> Starlette:
+    return Starlette(routes=[
+        Route("/v1/chat/completions", upstream.chat, methods=["POST"]), Route("/v1/models", upstream.models),
+    ])
+
+
 @contextmanager
 def running_upstream(upstream: Upstream | None = None) -> Iterator[Upstream]:
     upstream = upstream or Upstream()
-    app = Starlette(routes=[Route("/v1/chat/completions", upstream.chat, methods=["POST"])])
+    app = _app(upstream)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -119,3 +144,48 @@ def running_upstream(upstream: Upstream | None = None) -> Iterator[Upstream]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def upstream_process(*, words_per_second: float | None = None, reply: str | None = None) -> Iterator[UpstreamProcess]:
+    """An upstream in a process of its own (killable); waits until it answers."""
+    port = free_port()
+    command = [sys.executable, "-m", "tests.upstream", "--port", str(port)]
+    if words_per_second:
+        command += ["--words-per-second", str(words_per_second)]
+    if reply:
+        command += ["--reply", reply]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    running = UpstreamProcess(f"http://127.0.0.1:{port}/v1", process)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{running.base_url}/models", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("the upstream process did not start")
+        yield running
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
+@dataclass
+class UpstreamProcess:
+    base_url: str
+    process: subprocess.Popen[bytes]
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--words-per-second", type=float, default=None)
+    parser.add_argument("--reply", default=Upstream.reply)
+    arguments = parser.parse_args()
+    served = Upstream(reply=arguments.reply, words_per_second=arguments.words_per_second)
+    uvicorn.run(_app(served), host="127.0.0.1", port=arguments.port, log_level="warning")

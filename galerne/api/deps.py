@@ -12,9 +12,14 @@ from galerne.errors import AuthenticationError, GalerneError, PermissionDeniedEr
 from galerne.services.accounts import AccountService
 from galerne.services.auth import Authenticator, Principal
 from galerne.services.chat import ChatService
+from galerne.services.completions import CompletionService
+from galerne.services.documents import DocumentService
+from galerne.services.embeddings import EmbeddingService
 from galerne.services.health import HealthCheck
 from galerne.services.metrics import Metrics
 from galerne.services.models import ModelRegistry
+from galerne.services.moderation.audit import ModerationAudit
+from galerne.services.moderation.moderations import ModerationService
 from galerne.services.usage import UsageReports
 
 
@@ -24,11 +29,16 @@ class Runtime:
 
     registry: ModelRegistry
     chat: ChatService
+    completions: CompletionService
     metrics: Metrics
     accounts: AccountService
     usage: UsageReports
     health: HealthCheck
     authenticator: Authenticator | None  # None: the server runs with --no-auth
+    moderations: ModerationService
+    moderation_audit: ModerationAudit
+    embeddings: EmbeddingService
+    documents: DocumentService | None = None  # None: no embedding model is served
 
 
 async def get_runtime(request: Request) -> Runtime:

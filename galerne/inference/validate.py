@@ -6,7 +6,12 @@ la Plateforme's semantic rules, which give 400 with a message saying how to fix 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import mimetypes
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from jsonschema import Draft202012Validator, SchemaError
@@ -14,12 +19,22 @@ from jsonschema import Draft202012Validator, SchemaError
 from galerne.errors import InvalidRequestError, UnsupportedFeatureError
 from galerne.inference.constraints import JsonOutput, OutputConstraint, ToolCallOutput, ToolChoice, ToolSpec
 from galerne.inference.schema_limits import check_schema_limits
-from galerne.inference.types import ChatMessage, GenerationRequest, Role, SamplingParams, ToolCall
+from galerne.inference.types import (
+    ChatMessage,
+    DocumentRef,
+    GenerationRequest,
+    LogprobOptions,
+    Role,
+    SamplingParams,
+    ToolCall,
+)
 from galerne.protocol import chat as wire
 
 DEFAULT_TEMPERATURE = 0.7
 MAX_STOP_SEQUENCES = 16
 MAX_STOP_LENGTH = 256
+MAX_TOP_LOGPROBS = 20  # OpenAI's bound for `top_logprobs`, and vLLM's default for both APIs
+MAX_DOCUMENTS = 16  # documents one chat call may hand over (files or inline)
 # JSON levels (objects and arrays) a schema may nest: real schemas stay far below; checking one much deeper
 # exhausts Python's recursion in `jsonschema` (about 200 levels) — a 500 instead of a 400.
 
@@ -45,8 +60,7 @@ def to_generation_request(
 
     Example: ``to_generation_request(ChatCompletionRequest(model="m", messages=[...]), model_id="m")``.
     """
-    if request.logprobs or request.top_logprobs:
-        raise UnsupportedFeatureError("logprobs are not supported; remove `logprobs`", param="logprobs")
+    logprobs = chat_logprobs(request.logprobs, request.top_logprobs)
     messages = [_normalise(message, index, model_id) for index, message in enumerate(request.messages)]
     prefix = _split_prefix(request.messages, messages)
     _check_order(messages, has_prefix=prefix is not None)
@@ -56,6 +70,12 @@ def to_generation_request(
     sampling = _sampling(request, default_temperature)
     constraint = _constraint(request)
     _check_stop_with(constraint, sampling.stop)
+    if logprobs is not None and constraint is not None:
+        raise InvalidRequestError(
+            "`logprobs` cannot be combined with `tools` or a JSON `response_format` yet: tokens the grammar "
+            "forces are never scored by the model. Remove `logprobs`, or the constraint",
+            param="logprobs",
+        )
     return GenerationRequest(
         messages=tuple(messages),
         sampling=sampling,
@@ -63,7 +83,89 @@ def to_generation_request(
         constraint=constraint,
         is_streamed=request.stream,
         num_choices=request.n,
+        logprobs=logprobs,
+        documents=documents_of(request.messages, offset=1 if request.safe_prompt else 0),
     )
+
+
+def documents_of(raw: Sequence[wire.Message], *, offset: int = 0) -> tuple[DocumentRef, ...]:
+    """The documents the user messages hand over, in order: file ids, or inline files (`data:` URLs or base64).
+    Each names its message's index in the normalised conversation (`offset`: messages added before it)."""
+    documents: list[DocumentRef] = []
+    for index, message in enumerate(raw):
+        if not isinstance(message, wire.UserMessage) or isinstance(message.content, str | None):
+            continue
+        for chunk in message.content:
+            if isinstance(chunk, wire.FileChunk | wire.DocumentURLChunk):
+                documents.append(replace(_document(chunk, index), message_index=index + offset))
+    if len(documents) > MAX_DOCUMENTS:
+        raise InvalidRequestError(
+            f"{len(documents)} documents in one request; send at most {MAX_DOCUMENTS}", param="messages"
+        )
+    return tuple(documents)
+
+
+def _document(chunk: wire.FileChunk | wire.DocumentURLChunk, index: int) -> DocumentRef:
+    param = f"messages[{index}].content"
+    if isinstance(chunk, wire.DocumentURLChunk):
+        if not chunk.document_url.startswith("data:"):
+            raise UnsupportedFeatureError(
+                "Galerne does not fetch URLs: send the document as a `data:` URL, or upload it to /v1/files and "
+                "send {\"type\": \"file\", \"file_id\": …}",
+                param=param,
+            )
+        return _inline(chunk.document_url, chunk.document_name, index, param)
+    file_id = chunk.file_id or (chunk.file.file_id if chunk.file is not None else None)
+    file_data = chunk.file.file_data if chunk.file is not None else None
+    if (file_id is None) == (file_data is None):
+        raise InvalidRequestError("a file chunk needs either a `file_id` or `file_data`, not both", param=param)
+    if file_id is not None:
+        return DocumentRef(message_index=index, file_id=file_id)
+    assert file_data is not None  # checked just above
+    return _inline(file_data, chunk.file.filename if chunk.file is not None else None, index, param)
+
+
+def _inline(url: str, filename: str | None, index: int, param: str) -> DocumentRef:
+    """Decode a `data:<mime>;base64,<data>` URL (or bare base64); the name's extension tells the format."""
+    header, _, payload = url.partition(",") if url.startswith("data:") else ("", "", url)
+    mime_type = header.removeprefix("data:").split(";")[0]
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequestError(f"the inline document is not valid base64: {exc}", param=param) from exc
+    if filename is None:
+        extension = mimetypes.guess_extension(mime_type) if mime_type else None
+        if extension is None:
+            raise InvalidRequestError(
+                "an inline document needs a `filename` (or a `data:` URL with its media type) to tell its format",
+                param=param,
+            )
+        filename = f"document{extension}"
+    return DocumentRef(message_index=index, filename=filename, data=data)
+
+
+def normalise_messages(raw: Sequence[wire.Message], *, model_id: str) -> list[ChatMessage]:
+    """Messages as the engines take them (chunk lists joined), for uses other than a chat completion
+    (a conversation sent to the moderation API); raises 400 on an empty list."""
+    if not raw:
+        raise InvalidRequestError("the conversation is empty; send at least one message", param="input")
+    return [_normalise(message, index, model_id) for index, message in enumerate(raw)]
+
+
+def chat_logprobs(logprobs: bool, top_logprobs: int | None) -> LogprobOptions | None:
+    """OpenAI's `logprobs` / `top_logprobs` pair: the alternatives need `logprobs: true` and are at most 20."""
+    if top_logprobs is not None:
+        if not logprobs:
+            raise InvalidRequestError("`top_logprobs` needs `logprobs: true`", param="top_logprobs")
+        check_num_top(top_logprobs, param="top_logprobs")
+    return LogprobOptions(num_top=top_logprobs or 0) if logprobs else None
+
+
+def check_num_top(num_top: int, *, param: str) -> None:
+    if not 0 <= num_top <= MAX_TOP_LOGPROBS:
+        raise InvalidRequestError(
+            f"`{param}` is {num_top}; it must be between 0 and {MAX_TOP_LOGPROBS}", param=param
+        )
 
 
 def _check_stop_with(constraint: OutputConstraint | None, stop: tuple[str, ...]) -> None:
@@ -155,7 +257,7 @@ def _check_schema(schema: dict[str, Any], *, param: str) -> None:
 
 def _normalise(message: wire.Message, index: int, model_id: str) -> ChatMessage:
     role = Role.SYSTEM if message.role == "developer" else Role(message.role)
-    content = _text_of(message.content, index, model_id)
+    content = _text_of(message.content, index, model_id, role)
     if isinstance(message, wire.AssistantMessage) and message.tool_calls:
         calls = tuple(_tool_call(call, index, position) for position, call in enumerate(message.tool_calls))
         return ChatMessage(role=role, content=content, name=message.name, tool_calls=calls)
@@ -209,13 +311,15 @@ def _check_tool_results(messages: list[ChatMessage]) -> None:
         )
 
 
-def _text_of(content: wire.Content | None, index: int, model_id: str) -> str:
+def _text_of(content: wire.Content | None, index: int, model_id: str, role: Role | None = None) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
         return content
     parts: list[str] = []
     for chunk in content:
+        if isinstance(chunk, wire.FileChunk | wire.DocumentURLChunk) and role is Role.USER:
+            continue  # collected by `documents_of`; the documents service puts their text in the prompt
         if not isinstance(chunk, wire.TextChunk):
             raise UnsupportedFeatureError(
                 f"messages[{index}]: model {model_id!r} accepts text only, not {chunk.type!r} chunks",
@@ -270,13 +374,7 @@ def _check_order(messages: list[ChatMessage], *, has_prefix: bool) -> None:
 def _sampling(request: wire.ChatCompletionRequest, default_temperature: float) -> SamplingParams:
     max_tokens = _one_of(request.max_tokens, request.max_completion_tokens, "max_tokens", "max_completion_tokens")
     seed = _one_of(request.random_seed, request.seed, "random_seed", "seed")
-    stop = (request.stop,) if isinstance(request.stop, str) else tuple(request.stop or ())
-    if len(stop) > MAX_STOP_SEQUENCES:
-        raise InvalidRequestError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed", param="stop")
-    if any(not item or len(item) > MAX_STOP_LENGTH for item in stop):
-        raise InvalidRequestError(
-            f"stop sequences must be non-empty and at most {MAX_STOP_LENGTH} characters", param="stop"
-        )
+    stop = checked_stop(request.stop)
     return SamplingParams(
         temperature=default_temperature if request.temperature is None else request.temperature,
         top_p=request.top_p,
@@ -286,6 +384,18 @@ def _sampling(request: wire.ChatCompletionRequest, default_temperature: float) -
         presence_penalty=request.presence_penalty,
         frequency_penalty=request.frequency_penalty,
     )
+
+
+def checked_stop(stop: str | list[str] | None) -> tuple[str, ...]:
+    """The stop sequences, at most 16 of at most 256 characters each, none empty."""
+    sequences = (stop,) if isinstance(stop, str) else tuple(stop or ())
+    if len(sequences) > MAX_STOP_SEQUENCES:
+        raise InvalidRequestError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed", param="stop")
+    if any(not item or len(item) > MAX_STOP_LENGTH for item in sequences):
+        raise InvalidRequestError(
+            f"stop sequences must be non-empty and at most {MAX_STOP_LENGTH} characters", param="stop"
+        )
+    return sequences
 
 
 def _one_of(first: int | None, second: int | None, first_name: str, second_name: str) -> int | None:

@@ -29,9 +29,34 @@ class ImageURLChunk(StrictModel):
     image_url: ImageURL | str
 
 
+class FileData(StrictModel):
+    """OpenAI's file part: an uploaded file's id, or the file itself as a `data:` URL or bare base64."""
+
+    file_id: str | None = Field(default=None, min_length=1, max_length=64)
+    filename: str | None = Field(default=None, max_length=255)
+    file_data: str | None = None
+
+
+class FileChunk(StrictModel):
+    """A document in a user message: la Plateforme's `{"type": "file", "file_id": …}` or OpenAI's
+    `{"type": "file", "file": {"file_id": …}}` / `{"file": {"filename": …, "file_data": …}}`."""
+
+    type: Literal["file"]
+    file_id: str | None = Field(default=None, min_length=1, max_length=64)
+    file: FileData | None = None
+
+
+class DocumentURLChunk(StrictModel):
+    """la Plateforme's document chunk; Galerne fetches nothing, so only a `data:` URL is accepted."""
+
+    type: Literal["document_url"]
+    document_url: str
+    document_name: str | None = Field(default=None, max_length=255)
+
+
 # OpenAI's rule for `name`; it also keeps control tokens such as `<|im_start|>` out of the prompt.
 ParticipantName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
-ContentChunk = Annotated[TextChunk | ImageURLChunk, Field(discriminator="type")]
+ContentChunk = Annotated[TextChunk | ImageURLChunk | FileChunk | DocumentURLChunk, Field(discriminator="type")]
 Content = str | list[ContentChunk]
 
 
@@ -145,7 +170,7 @@ class ChatCompletionRequest(RequestBody):
     n: int = Field(default=1, ge=1, le=16)
     safe_prompt: bool = False
     logprobs: bool = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    top_logprobs: int | None = Field(default=None, ge=-MAX_INT32, le=MAX_INT32)  # 0..20, checked with a 400
     user: str | None = None
     metadata: dict[str, str] | None = None
 
@@ -165,7 +190,7 @@ class Usage(WireModel):
     prompt_tokens_details: PromptTokensDetails = PromptTokensDetails()
 
 
-FinishReason = Literal["stop", "length", "model_length", "error", "tool_calls"]
+FinishReason = Literal["stop", "length", "model_length", "error", "tool_calls", "content_filter"]
 
 
 class ResponseToolCall(WireModel):
@@ -182,11 +207,47 @@ class ResponseMessage(WireModel):
     prefix: bool = False
 
 
+class TopLogprob(WireModel):
+    """One alternative token: its text (`bytes:\\xe2\\x80` when it is not whole UTF-8), log-probability, bytes."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class TokenLogprob(WireModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(WireModel):
+    """OpenAI's `choices[i].logprobs`: one entry per token of the reply's content."""
+
+    content: list[TokenLogprob] | None
+    refusal: list[TokenLogprob] | None = None
+
+
 class Choice(WireModel):
     index: int
     message: ResponseMessage
     finish_reason: FinishReason | None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
+
+
+class DocumentReference(WireModel):
+    """A passage of a document the answer was given, for the client to show as a source; the answer may cite
+    it as `[id]`. Set only on requests that send documents."""
+
+    id: int
+    file_id: str
+    filename: str
+    chunk_index: int
+    page_start: int | None
+    page_end: int | None
+    score: float
+    text: str
 
 
 class ChatCompletionResponse(WireModel):
@@ -196,6 +257,7 @@ class ChatCompletionResponse(WireModel):
     model: str
     choices: list[Choice]
     usage: Usage
+    references: list[DocumentReference] | None = None
 
 
 class Delta(WireModel):
@@ -208,7 +270,7 @@ class ChunkChoice(WireModel):
     index: int
     delta: Delta
     finish_reason: FinishReason | None = None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(WireModel):
@@ -218,3 +280,4 @@ class ChatCompletionChunk(WireModel):
     model: str
     choices: list[ChunkChoice]
     usage: Usage | None = None
+    references: list[DocumentReference] | None = None  # on the first chunk, so sources show while it streams

@@ -23,6 +23,15 @@ class ModelCapabilities(WireModel):
     embeddings: bool = False
 
 
+class ModelHealth(WireModel):
+    """Galerne's addition to the card: whether the model can serve now. `degraded`: some of its deployments
+    are out of rotation after failures, the others serve; `down`: none can (requests get 503)."""
+
+    status: Literal["healthy", "degraded", "down"]
+    num_deployments: int
+    num_healthy: int
+
+
 class ModelCard(WireModel):
     id: str
     object: Literal["model"] = "model"
@@ -38,6 +47,7 @@ class ModelCard(WireModel):
     type: Literal["base"] = "base"
     languages: list[str] = Field(default_factory=list)
     pricing: dict[str, float] = Field(default_factory=dict)
+    health: ModelHealth | None = None
 
 
 class ModelList(WireModel):

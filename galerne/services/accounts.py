@@ -27,6 +27,8 @@ from galerne.catalog import Catalog
 from galerne.errors import ConflictError, InvalidRequestError, NotFoundError
 from galerne.protocol.admin import ProjectName
 from galerne.protocol.base import MAX_EXACT_FLOAT_INT, MAX_INT32, MAX_INT64, RequestBody, UtcDateTime
+from galerne.services import audit
+from galerne.services.audit import CLI, Actor
 from galerne.services.keys import issue_key
 from galerne.storage import tenancy
 from galerne.storage.database import Database
@@ -52,6 +54,7 @@ class ProjectLimitsSpec(RequestBody):
     )
     expires_at: UtcDateTime | None = None
     is_disabled: bool = False
+    policy: str | None = Field(default=None, description="A moderation policy of the catalogue for every request.")
 
 
 class ProjectSpec(ProjectLimitsSpec):
@@ -84,36 +87,50 @@ class AccountService:
         self._catalog = catalog
         self._now = clock or (lambda: datetime.now(UTC))
 
-    def create_project(self, spec: ProjectSpec) -> ProjectInfo:
+    def create_project(self, spec: ProjectSpec, *, actor: Actor = CLI) -> ProjectInfo:
         self._check_models(spec.allowed_models)
+        self._check_policy(spec.policy)
         with self._database.session() as session:
             if tenancy.find_project(session, spec.name) is not None:
                 raise ConflictError(f"project {spec.name!r} already exists; use `projects update`", param="name")
             project = Project(id=secrets.token_hex(8), created_at=self._now(), name=spec.name)
             _apply(project, spec, spec.model_fields_set | {"is_disabled"})
-            return _project_info(tenancy.add_project(session, project))
+            created = project_info(tenancy.add_project(session, project))
+            limits = created.model_dump(mode="json", include=spec.model_fields_set - {"name"})
+            audit.record(session, actor, "project.create", now=self._now(), project_id=project.id,
+                         target=project.name, details=limits)
+            return created
 
-    def update_project(self, name: str, changes: ProjectLimitsSpec) -> ProjectInfo:
+    def update_project(self, name: str, changes: ProjectLimitsSpec, *, actor: Actor = CLI) -> ProjectInfo:
         """Set only the fields given (`model_fields_set`); an explicit null lifts a limit."""
         self._check_models(changes.allowed_models)
+        self._check_policy(changes.policy)
         with self._database.session() as session:
-            project = _project_or_404(session, name)
+            project = project_or_404(session, name)
+            before = project_info(project).model_dump(mode="json")
             had_admin_key = tenancy.has_admin_key(session, self._now())
             _apply(project, changes, changes.model_fields_set)
             session.flush()
             self._keep_an_admin_key(session, had_admin_key, f"this change to project {project.name!r}")
-            return _project_info(project)
+            updated = project_info(project)
+            after = updated.model_dump(mode="json")
+            changed = {field: [before[field], after[field]] for field in after if before[field] != after[field]}
+            if changed:
+                audit.record(session, actor, "project.update", now=self._now(), project_id=project.id,
+                             target=project.name, details=changed)
+            return updated
 
     def list_projects(self) -> list[ProjectInfo]:
         with self._database.session() as session:
-            return [_project_info(project) for project in tenancy.list_projects(session)]
+            return [project_info(project) for project in tenancy.list_projects(session)]
 
     def get_project(self, name: str) -> ProjectInfo:
         with self._database.session() as session:
-            return _project_info(_project_or_404(session, name))
+            return project_info(project_or_404(session, name))
 
     def create_key(
-        self, project: str | None, *, name: str = "", is_admin: bool = False, expires_at: datetime | None = None
+        self, project: str | None, *, name: str = "", is_admin: bool = False, expires_at: datetime | None = None,
+        actor: Actor = CLI,
     ) -> CreatedKey:
         with self._database.session() as session:
             if project is None:
@@ -123,7 +140,7 @@ class AccountService:
                     session, Project(id=secrets.token_hex(8), name=ADMIN_PROJECT, created_at=self._now())
                 )
             else:
-                owner = _project_or_404(session, project)
+                owner = project_or_404(session, project)
             if is_admin:
                 self._check_usable(owner)
             issued = issue_key()
@@ -132,14 +149,16 @@ class AccountService:
                 created_at=self._now(), expires_at=expires_at,
             )
             tenancy.add_key(session, key)
-            return CreatedKey(key=issued.token, **_key_info(key).model_dump())
+            audit.record(session, actor, "key.create", now=self._now(), project_id=owner.id, target=key.id,
+                         details={"name": name, "project": owner.name, "is_admin": is_admin})
+            return CreatedKey(key=issued.token, **key_info(key).model_dump())
 
     def list_keys(self, project: str | None = None) -> list[KeyInfo]:
         with self._database.session() as session:
-            project_id = _project_or_404(session, project).id if project is not None else None
-            return [_key_info(key) for key in tenancy.list_keys(session, project_id)]
+            project_id = project_or_404(session, project).id if project is not None else None
+            return [key_info(key) for key in tenancy.list_keys(session, project_id)]
 
-    def revoke_key(self, key_id: str) -> KeyInfo:
+    def revoke_key(self, key_id: str, *, actor: Actor = CLI) -> KeyInfo:
         """Revoked keys stay listed (usage refers to them) but never authenticate again."""
         with self._database.session() as session:
             key = tenancy.find_key(session, key_id)
@@ -150,7 +169,9 @@ class AccountService:
                 key.revoked_at = self._now()
                 session.flush()
                 self._keep_an_admin_key(session, had_admin_key, f"revoking key {key_id!r}")
-            return _key_info(key)
+                audit.record(session, actor, "key.revoke", now=self._now(), project_id=key.project_id, target=key.id,
+                             details={"name": key.name, "project": key.project.name})
+            return key_info(key)
 
     def has_admin_key(self) -> bool:
         with self._database.session() as session:
@@ -180,6 +201,11 @@ class AccountService:
                 code="project_unusable",
             )
 
+    def _check_policy(self, policy: str | None) -> None:
+        """A project can only be put under a policy the catalogue defines (400 naming those that exist)."""
+        if policy is not None:
+            self._catalog.policy(policy)
+
     def _check_models(self, models: list[str] | None) -> None:
         """Allowed models are stored as catalogue ids, so an alias or a typo is caught now."""
         if models is None:
@@ -199,14 +225,15 @@ def _apply(project: Project, spec: ProjectLimitsSpec, fields: set[str]) -> None:
             setattr(project, field, value)
 
 
-def _project_or_404(session: Session, name: str) -> Project:
+def project_or_404(session: Session, name: str) -> Project:
+    """A project by name or id; a 404 naming the command that lists them otherwise (reports and logs use it too)."""
     project = tenancy.find_project(session, name)
     if project is None:
         raise NotFoundError(f"no project named {name!r}; `galerne projects list` shows them", param="project")
     return project
 
 
-def _project_info(project: Project) -> ProjectInfo:
+def project_info(project: Project) -> ProjectInfo:
     budget = project.monthly_budget_micros
     return ProjectInfo(
         id=project.id,
@@ -220,10 +247,11 @@ def _project_info(project: Project) -> ProjectInfo:
         monthly_budget=None if budget is None else budget / MICROS_PER_UNIT,
         expires_at=project.expires_at,
         is_disabled=project.is_disabled,
+        policy=project.policy,
     )
 
 
-def _key_info(key: ApiKey) -> KeyInfo:
+def key_info(key: ApiKey) -> KeyInfo:
     return KeyInfo(
         id=key.id, name=key.name, project=key.project.name, project_id=key.project_id, is_admin=key.is_admin,
         created_at=key.created_at, expires_at=key.expires_at, revoked_at=key.revoked_at,

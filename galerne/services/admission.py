@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from galerne.catalog import ModelEntry
-from galerne.errors import BudgetExceededError
+from galerne.errors import BudgetExceededError, RateLimitExceededError
 from galerne.services.auth import Principal
 from galerne.services.limits import Lease, Limiter
 from galerne.services.metering import UsageEvent, UsageMeter, UsageStatus, cost_micros, now_utc
@@ -81,6 +81,7 @@ class Admission:
         completion_tokens: int,
         ttft_seconds: float | None,
         status: UsageStatus,
+        moderation: str | None = None,
     ) -> None:
         """Refund unused tokens and record usage; safe to call from `finally` of a cancelled request."""
         if ticket.is_settled:
@@ -92,7 +93,7 @@ class Admission:
         self._meter.record(
             UsageEvent(
                 project_id=ticket.principal.project_id,
-                key_id=ticket.principal.key_id,
+                key_id=ticket.principal.usage_key,
                 model=entry.id,
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
@@ -103,8 +104,14 @@ class Admission:
                 duration_seconds=time.monotonic() - ticket.started,
                 status=status,
                 finished_at=now_utc(),
+                moderation=moderation,
             )
         )
+
+    def count_refusal(self, principal: Principal, error: RateLimitExceededError) -> None:
+        """Count a request its project's limits or budget refused (429), for the console's usage page."""
+        if principal.project_id is not None:
+            self._meter.count_refusal(principal.project_id, principal.usage_key, error.reason)
 
     def release_unused(self, ticket: Ticket) -> None:
         """A request refused after admission (engine queue full): give back everything, record nothing."""
@@ -121,6 +128,7 @@ class Admission:
                 f"project {principal.project_name!r} used its monthly budget of {principal.monthly_token_budget} "
                 "tokens; it resets on the 1st (UTC), or the operator can raise it",
                 retry_after=_seconds_to_next_month(),
+                reason="monthly_token_budget",
             )
         if principal.monthly_budget_micros is not None and cost >= principal.monthly_budget_micros:
             raise BudgetExceededError(
@@ -128,6 +136,7 @@ class Admission:
                 f"{principal.monthly_budget_micros / MICROS_PER_UNIT:g}; it resets on the 1st (UTC), "
                 "or the operator can raise it",
                 retry_after=_seconds_to_next_month(),
+                reason="monthly_budget",
             )
 
     async def _spent_this_month(self, project_id: str) -> tuple[int, int]:

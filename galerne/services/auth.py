@@ -26,7 +26,7 @@ from galerne.services.keys import parse_key, secret_matches
 from galerne.services.limits import RateLimits
 from galerne.storage import tenancy
 from galerne.storage.database import Database
-from galerne.storage.tables import ApiKey
+from galerne.storage.tables import ApiKey, Project
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,15 @@ class Principal:
     allowed_models: frozenset[str] | None = None
     monthly_token_budget: int | None = None
     monthly_budget_micros: int | None = None
+    user_id: str | None = None  # set for a chat web-app user (no key): their traffic is metered as `user:<id>`
+    policy: str | None = None  # the project's moderation policy (a catalogue name), besides the model's
+
+    @property
+    def usage_key(self) -> str | None:
+        """What usage records name as the key: the API key's id, or `user:<id>` for web-app chat traffic."""
+        if self.key_id is None and self.user_id is not None:
+            return f"user:{self.user_id}"
+        return self.key_id
 
     @classmethod
     def anonymous(cls) -> Principal:
@@ -70,7 +79,7 @@ class Authenticator:
         self,
         database: Database,
         *,
-        cache_seconds: float = 5.0,
+        cache_seconds: float = 1.0,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._database = database
@@ -134,11 +143,18 @@ def _principal_or_refusal(key: ApiKey) -> tuple[Principal | None, str]:
         return None, "this API key was revoked"
     if project.is_disabled:
         return None, f"project {project.name!r} is disabled; ask the operator"
-    principal = Principal(
-        key_id=key.id,
+    return project_principal(project, key_id=key.id, is_admin=key.is_admin), ""
+
+
+def project_principal(
+    project: Project, *, key_id: str | None = None, is_admin: bool = False, user_id: str | None = None
+) -> Principal:
+    """The caller as its project's limits, budgets and allowed models see it (an API key or a chat user)."""
+    return Principal(
+        key_id=key_id,
         project_id=project.id,
         project_name=project.name,
-        is_admin=key.is_admin,
+        is_admin=is_admin,
         limits=RateLimits(
             requests_per_minute=project.requests_per_minute,
             tokens_per_minute=project.tokens_per_minute,
@@ -147,8 +163,9 @@ def _principal_or_refusal(key: ApiKey) -> tuple[Principal | None, str]:
         allowed_models=frozenset(project.allowed_models) if project.allowed_models is not None else None,
         monthly_token_budget=project.monthly_token_budget,
         monthly_budget_micros=project.monthly_budget_micros,
+        user_id=user_id,
+        policy=project.policy,
     )
-    return principal, ""
 
 
 def _expiry(key: ApiKey) -> datetime | None:

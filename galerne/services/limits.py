@@ -141,6 +141,11 @@ def seconds_to_refill(deficit: float, per_minute: int) -> float:
     return deficit * SECONDS_PER_MINUTE / per_minute
 
 
+_REASONS: dict[Shortage, str] = {
+    "requests": "requests_per_minute", "tokens": "tokens_per_minute", "concurrency": "max_concurrent_requests"
+}
+
+
 def refusal(
     limits: RateLimits, shortage: Shortage, retry_after: float, remaining_requests: float, remaining_tokens: float
 ) -> RateLimitExceededError:
@@ -163,6 +168,7 @@ def refusal(
     return RateLimitExceededError(
         f"project rate limit reached: {what}",
         retry_after=wait,
+        reason=_REASONS[shortage],
         limit_headers=limit_headers(limits, remaining_requests, remaining_tokens),
     )
 

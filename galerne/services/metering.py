@@ -38,12 +38,13 @@ import logging
 import threading
 from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from galerne.errors import MeteringUnavailableError
+from galerne.storage.console import add_refusals
 from galerne.storage.database import Database
 from galerne.storage.journal import Journal, JournalSegment
 from galerne.storage.usage import add_usage, forget_journal, journal_offset, save_journal_offset
@@ -69,6 +70,7 @@ class UsageEvent:
     duration_seconds: float
     status: UsageStatus
     finished_at: datetime
+    moderation: str | None = None  # what a policy did: `flag:hate_and_discrimination`, `mask:pii`, ...
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -82,13 +84,14 @@ class UsageEvent:
             "ttft_ms": None if self.ttft_seconds is None else round(self.ttft_seconds * 1000),
             "duration_ms": round(self.duration_seconds * 1000),
             "status": self.status.value,
+            "moderation": self.moderation,
         }
 
 
 _ROW_KEYS = frozenset({
     "created_at", "project_id", "key_id", "model", "prompt_tokens", "completion_tokens", "cost_micros", "ttft_ms",
-    "duration_ms", "status",
-})  # the keys of `UsageEvent.as_row`
+    "duration_ms", "status", "moderation",
+})  # the keys of `UsageEvent.as_row`; a journal written before `moderation` existed lacks only that one
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +129,7 @@ class UsageMeter:
         self._committed: dict[str, int] = {}  # segment id -> offset known to be in the database
         self._unsure: set[str] = set()  # segments whose offset must be read back from the database
         self._active: JournalSegment | None = None
+        self._refusals: dict[tuple[date, str, str, str], int] = {}  # (day, project, key, reason) -> count
         self._journal = Journal(journal_dir)
         self._orphans = self._journal.adopt_orphans()
         self._unsure.update(segment.id for segment in self._orphans)
@@ -182,6 +186,13 @@ class UsageMeter:
         if is_batch_full:
             self._wakeup.set()
 
+    def count_refusal(self, project_id: str, key_id: str | None, reason: str) -> None:
+        """Count a refused request (429): summed in memory, written with the next flush (no journal: a count
+        lost with a killed process bills nobody)."""
+        group = (now_utc().date(), project_id, key_id or "", reason[:48])
+        with self._lock:
+            self._refusals[group] = self._refusals.get(group, 0) + 1
+
     def flush(self) -> None:
         """Write everything recorded so far to the database (the writer thread calls this; `close` and tests
         may too). Raises when the database fails; nothing is lost, the next flush goes on from there."""
@@ -195,6 +206,7 @@ class UsageMeter:
                 if self._active is not None:
                     self._drain(self._active, self._active.size)
                     self._rotate_if_drained(self._active)
+                self._flush_refusals()
             except Exception:
                 logger.exception("writing usage records failed; they are kept and retried")
                 raise
@@ -253,6 +265,24 @@ class UsageMeter:
             raise
         finally:
             self._num_unjournalled_writing = 0
+
+    def _flush_refusals(self) -> None:
+        with self._lock:
+            counts, self._refusals = self._refusals, {}
+        if not counts:
+            return
+        rows = [
+            {"day": day, "project_id": project_id, "key_id": key_id, "reason": reason, "num_refused": count}
+            for (day, project_id, key_id, reason), count in counts.items()
+        ]
+        try:
+            with self._database.session() as session:
+                add_refusals(session, rows)
+        except Exception:
+            with self._lock:
+                for group, count in counts.items():
+                    self._refusals[group] = self._refusals.get(group, 0) + count
+            raise
 
     def _drain(self, segment: JournalSegment, target: int) -> None:
         """Write a segment's records up to byte `target`, one batch and its new offset per transaction."""
@@ -352,6 +382,7 @@ class UsageMeter:
 def _row_from_journal(record: dict[str, Any]) -> dict[str, Any] | None:
     """A journalled record as a usage row; a damaged one is skipped with a warning rather than block the rest."""
     try:
+        record = {"moderation": None, **record}
         if record.keys() != _ROW_KEYS:
             raise ValueError(f"fields {sorted(record)}")
         return {**record, "created_at": datetime.fromisoformat(record["created_at"])}

@@ -80,6 +80,30 @@ class Metrics:
             "GALERNE_USAGE_JOURNAL_MAX_BYTES.",
             registry=self.registry,
         )
+        self.deployment_requests = Counter(
+            "galerne_deployment_requests",
+            "Requests a deployment of a model ended: ok, failed (its own fault: 5xx, unreachable, timeout), "
+            "failed_over (then moved to another deployment).",
+            ["model", "deployment", "outcome"],
+            registry=self.registry,
+        )
+        self._deployment_in_flight = Gauge(
+            "galerne_deployment_in_flight", "Requests in flight on a deployment.", ["model", "deployment"],
+            registry=self.registry,
+        )
+        self._deployment_healthy = Gauge(
+            "galerne_deployment_healthy", "1 while a deployment is in rotation, 0 while it is out after failures.",
+            ["model", "deployment"], registry=self.registry,
+        )
+        self._embedding_passes = Gauge(
+            "galerne_embedding_encoder_passes", "Encoder passes an embedding model has run.", ["model"],
+            registry=self.registry,
+        )
+        self._embedding_sequences = Gauge(
+            "galerne_embedding_sequences",
+            "Inputs those passes held; divided by the passes, how many inputs concurrent requests shared a pass with.",
+            ["model"], registry=self.registry,
+        )
         self._usage_in_memory = Gauge(
             "galerne_usage_records_in_memory", "Usage records held in memory until written.", registry=self.registry
         )
@@ -93,6 +117,16 @@ class Metrics:
         """Read queue depth and busy slots from the engine at scrape time, not on the hot path."""
         self._queue_depth.labels(model).set_function(lambda: stats().num_queued)
         self._active_slots.labels(model).set_function(lambda: stats().num_active)
+
+    def watch_embedder(self, model: str, num_passes: Callable[[], int], num_sequences: Callable[[], int]) -> None:
+        """Read an embedding engine's pass and input counts at scrape time (its batching, as achieved)."""
+        self._embedding_passes.labels(model).set_function(num_passes)
+        self._embedding_sequences.labels(model).set_function(num_sequences)
+
+    def watch_deployment(self, model: str, deployment: str, in_flight: Callable[[], int],
+                         is_healthy: Callable[[], bool]) -> None:
+        self._deployment_in_flight.labels(model, deployment).set_function(in_flight)
+        self._deployment_healthy.labels(model, deployment).set_function(lambda: float(is_healthy()))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from galerne.errors import InvalidRequestError, NotFoundError
-from galerne.storage import tenancy
+from galerne.errors import InvalidRequestError
+from galerne.services.accounts import project_or_404
 from galerne.storage.database import Database
 from galerne.storage.tables import MICROS_PER_UNIT
 from galerne.storage.usage import UsageFilter, UsageGrouping, aggregate_usage
@@ -40,12 +40,7 @@ class UsageReports:
         """One row per group; `cost` is in the catalogue's currency, `total_tokens` = prompt + completion."""
         groupings = [_grouping(name) for name in group_by]
         with self._database.session() as session:
-            project_id = None
-            if project is not None:
-                found = tenancy.find_project(session, project)
-                if found is None:
-                    raise NotFoundError(f"no project named {project!r}", param="project")
-                project_id = found.id
+            project_id = project_or_404(session, project).id if project is not None else None
             where = UsageFilter(project_id=project_id, key_id=key_id, model=model, since=since, until=until)
             rows = aggregate_usage(session, groupings, where)
         for row in rows:

@@ -9,12 +9,15 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.resources import files
-from typing import Any
+from typing import Any, TypeVar
 
+import sqlean
+import sqlite_vec
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
@@ -26,6 +29,7 @@ from galerne.errors import ConfigurationError
 from galerne.storage.files import create_private_file, sqlite_files
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # SQLite and a running server share one file with the CLI: WAL lets readers and the writer overlap,
 # and the busy timeout makes a second writer wait instead of failing with "database is locked".
@@ -49,6 +53,9 @@ class Database:
             raise ConfigurationError(f"GALERNE_DATABASE_URL is not a database URL: {exc}") from exc
         options: dict[str, Any] = {"pool_pre_ping": True}
         if parsed.get_backend_name() == "sqlite":
+            # CPython's own sqlite3 is often built without extension loading; sqlean is the same module with
+            # it, so sqlite-vec's vector functions can rank document chunks inside the database.
+            options["module"] = sqlean
             options["connect_args"] = {"check_same_thread": False}
             for database_file in sqlite_files(url)[:1]:  # made 0600 before SQLite makes it with the umask's mode
                 create_private_file(database_file)
@@ -79,6 +86,16 @@ class Database:
         with self._sessions.begin() as session:
             yield session
 
+    async def run(self, work: Callable[[Session], T]) -> T:
+        """`work(session)` in one transaction, on a worker thread: services call it from the event loop, which
+        must not wait on the database."""
+
+        def in_session() -> T:
+            with self.session() as session:
+                return work(session)
+
+        return await asyncio.to_thread(in_session)
+
     def is_reachable(self) -> bool:
         """One `SELECT 1`, for health checks; a failure is logged with its cause (which may name the host)."""
         try:
@@ -98,6 +115,9 @@ class Database:
 
 
 def _apply_sqlite_pragmas(connection: Any, _record: Any) -> None:
+    connection.enable_load_extension(True)
+    sqlite_vec.load(connection)
+    connection.enable_load_extension(False)
     cursor = connection.cursor()
     for pragma in _SQLITE_PRAGMAS:
         cursor.execute(pragma)

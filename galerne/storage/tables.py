@@ -1,4 +1,5 @@
-"""The tenancy tables: projects, their API keys, web-app users, usage records and daily rollups.
+"""The tenancy tables: projects, their API keys, web-app users with their sessions and invites, usage records
+and daily rollups.
 
 Usage rows are deliberately narrow (ids, counts, integer micro-currency, milliseconds): LiteLLM's spend
 log stored a model description in every row and reached 26 GB at 5.9M rows. Reports read `usage_daily`,
@@ -55,6 +56,7 @@ class Project(Base):
     monthly_budget_micros: Mapped[int | None] = mapped_column(BigInteger, default=None)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     is_disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    policy: Mapped[str | None] = mapped_column(String(64), default=None)  # a catalogue moderation policy
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     keys: Mapped[list[ApiKey]] = relationship(back_populates="project")
@@ -78,7 +80,8 @@ class ApiKey(Base):
 
 
 class User(Base):
-    """A person using the chat web app (the web-app issue fills in sessions and sign-up)."""
+    """A person using the chat web app. `email` is stored lower-cased, so it is unique whatever the case typed;
+    `project_id` is the project their chat traffic is metered and limited under."""
 
     __tablename__ = "users"
 
@@ -89,6 +92,40 @@ class User(Base):
     project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id", ondelete="SET NULL"), default=None)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    is_disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    locale: Mapped[str | None] = mapped_column(String(16), default=None)  # None: the browser's language
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    project: Mapped[Project | None] = relationship()
+
+
+class WebSession(Base):
+    """A login: the cookie holds a random token, only its SHA-256 is kept (`id`), so a leaked database
+    logs nobody in. `csrf_token` must come back with every state-changing request of this session."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())  # the absolute end, whatever the activity
+
+    user: Mapped[User] = relationship()
+
+
+class Invite(Base):
+    """A single-use sign-up token (`galerne users invite`); only its SHA-256 is kept."""
+
+    __tablename__ = "invites"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(254), default=None)  # None: anyone holding it
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    used_by: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
 
 
 class UsageRecord(Base):
@@ -107,6 +144,8 @@ class UsageRecord(Base):
     ttft_ms: Mapped[int | None] = mapped_column(Integer)
     duration_ms: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
+    # What a moderation policy did to the request, as `action:category,...` (`flag:hate_and_discrimination`).
+    moderation: Mapped[str | None] = mapped_column(String(255), default=None)
 
     __table_args__ = (
         Index("ix_usage_records_project_created", "project_id", "created_at"),

@@ -59,7 +59,7 @@ def journal_offset(session: Session, journal_id: str) -> int:
 def save_journal_offset(session: Session, journal_id: str, offset: int) -> None:
     """Record that segment `journal_id` is in this database up to `offset`; call it in the session that
     adds those rows, so both commit together."""
-    statement = _dialect_insert(session, UsageJournalCheckpoint)
+    statement = dialect_insert(session, UsageJournalCheckpoint)
     values = {"journal_id": journal_id, "committed_offset": offset, "updated_at": datetime.now(UTC)}
     session.execute(
         statement.values(values).on_conflict_do_update(
@@ -167,7 +167,7 @@ def _rollups(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def _upsert_rollup(session: Session) -> Any:
     """INSERT … ON CONFLICT DO UPDATE adding a batch's sums, run once per rollup row of the batch
     (an executemany); both SQLite and PostgreSQL have it."""
-    statement = _dialect_insert(session, UsageDaily)
+    statement = dialect_insert(session, UsageDaily)
     table = UsageDaily.__table__
     return statement.on_conflict_do_update(
         index_elements=["day", "project_id", "key_id", "model"],
@@ -175,7 +175,7 @@ def _upsert_rollup(session: Session) -> Any:
     )
 
 
-def _dialect_insert(session: Session, table: Any) -> Any:
+def dialect_insert(session: Session, table: Any) -> Any:
     """The INSERT that knows ON CONFLICT on this backend."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":

@@ -152,10 +152,10 @@ def test_prompt_plus_max_tokens_over_context_is_400(server: RunningServer, model
 
 def test_unsupported_features_are_refused_not_ignored(server: RunningServer, model_id: str) -> None:
     assert_error(
-        post(server, {"model": model_id, "messages": USER, "logprobs": True}),
+        post(server, {"model": model_id, "messages": USER, "logprobs": True, "top_logprobs": 21}),
         400,
         error_type="invalid_request_error",
-        mentions="logprobs",
+        mentions="top_logprobs",
     )
     image = [{"type": "image_url", "image_url": "http://example.invalid/cat.png"}]
     assert_error(

@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from galerne.api.app import create_app
-from galerne.catalog import default_catalog
+from galerne.catalog import EMBEDDING_MODEL_ID, builtin_entry, default_catalog
 from galerne.config import Settings
 from tests.conftest import RunningServer, start_server, stop_server
 
@@ -32,23 +32,35 @@ MAX_EXAMPLES = int(os.environ.get("GALERNE_FUZZ_EXAMPLES", "100"))
 MAX_TOKENS = 2  # the model's words are not what is tested here; a short reply keeps the run fast
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 CHAT = "/v1/chat/completions"
+GENERATING = {CHAT, "/v1/completions", "/v1/fim/completions"}
 MODEL = default_catalog().default_entry().id
+EMBEDDINGS = "/v1/embeddings"
+EMBEDDING_MODEL = builtin_entry(EMBEDDING_MODEL_ID).id
 
 # The document is built from the app at collection (building it starts nothing), because schemathesis's
 # fixture-based loader does not run under pytest 9.2; `test_the_served_document_is_the_one_fuzzed`
 # checks that the server serves this very document at /openapi.json.
 DOCUMENT = create_app(Settings(), default_catalog()).openapi()
+
+
+def _generation(max_examples: int) -> dict[str, object]:
+    return {
+        "mode": "all",  # schema-valid and schema-breaking cases
+        "max-examples": max_examples,
+        "deterministic": True,
+        "database": "none",
+    }
+
+
 schema = schemathesis.openapi.from_dict(
     DOCUMENT,
     config=schemathesis.Config.from_dict(
         {
             "request-timeout": 120,
-            "generation": {
-                "mode": "all",  # schema-valid and schema-breaking cases
-                "max-examples": MAX_EXAMPLES,
-                "deterministic": True,
-                "database": "none",
-            },
+            "generation": _generation(MAX_EXAMPLES),
+            # Text completion reaches the engine like chat, through the same admission and validation: a quarter
+            # of the cases keeps the run within CI's budget (each one prefills its prompt).
+            "operations": [{"include-path": "/v1/completions", "generation": _generation(max(1, MAX_EXAMPLES // 4))}],
             "phases": {"stateful": {"enabled": False}},
         }
     ),
@@ -57,7 +69,8 @@ schema = schemathesis.openapi.from_dict(
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(tmp_path_factory.mktemp("fuzz"))
+    models = f"{MODEL},{EMBEDDING_MODEL}"  # the embedding model too, so /v1/embeddings cases reach its engine
+    running = start_server(tmp_path_factory.mktemp("fuzz"), env={"GALERNE_MODELS": models})
     yield running
     stop_server(running)
 
@@ -68,11 +81,13 @@ def admin_key(fuzz_server: RunningServer) -> str:
 
 
 def _call_and_validate(case: schemathesis.Case, server: RunningServer, key: str) -> None:
-    if case.operation.path == CHAT and isinstance(case.body, dict):
+    if case.operation.path in GENERATING and isinstance(case.body, dict):
         case.body["max_tokens"] = MAX_TOKENS
         case.body.pop("max_completion_tokens", None)
         if isinstance(case.body.get("model"), str):
             case.body["model"] = MODEL  # a random name stops at the 404; the real one reaches the engine
+    if case.operation.path == EMBEDDINGS and isinstance(case.body, dict) and isinstance(case.body.get("model"), str):
+        case.body["model"] = EMBEDDING_MODEL
     case.call_and_validate(base_url=server.base_url, headers={"Authorization": f"Bearer {key}"}, checks=CHECKS)
 
 

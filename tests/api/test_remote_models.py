@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,8 +32,10 @@ def gateway(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Ite
     config.write_text(
         f'[[models]]\nid = "far"\nengine = "remote"\nbase_url = "{upstream.base_url}"\nupstream_model = "up"\n'
         'api_key_env = "UPSTREAM_KEY"\ncontext_length = 8192\nprice_input_per_million = 2.0\n'
-        "price_output_per_million = 6.0\n"
+        # These tests are about what each failure becomes, not about the circuit breaker (tests/api/test_routing.py).
+        "price_output_per_million = 6.0\nmax_failures = 1000\n"
         f'[[models]]\nid = "impatient"\nengine = "remote"\nbase_url = "{upstream.base_url}"\ntimeout_seconds = 0.5\n'
+        "max_failures = 1000\n"
     )
     env = {"GALERNE_CONFIG": str(config), "UPSTREAM_KEY": "sk-upstream-secret", "GALERNE_USAGE_FLUSH_SECONDS": "0.1"}
     running = start_server(home, env=env)
@@ -73,10 +77,25 @@ def test_remote_usage_is_metered_at_the_catalogue_price(gateway: RunningServer) 
     assert usage[0]["cost"] == pytest.approx((11 * 2.0 + 4 * 6.0) / 1_000_000)
 
 
-def test_tools_and_json_are_refused_for_remote_models(gateway: RunningServer) -> None:
+def test_tools_response_format_and_sampling_pass_through_to_the_upstream(
+    gateway: RunningServer, upstream: Upstream
+) -> None:
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
-    refused = gateway.post("/v1/chat/completions", json={"model": "far", "messages": HELLO, "tools": tools})
-    assert refused.status_code == 400 and refused.json()["code"] == "unsupported_feature"
+    body = {"model": "far", "messages": HELLO, "tools": tools, "tool_choice": "any", "seed": 5, "n": 2,
+            "parallel_tool_calls": False}
+    reply = gateway.post("/v1/chat/completions", json=body)
+    assert reply.status_code == 200, reply.text
+    [first, second] = upstream.received[-2:]  # one upstream request per choice, seeds apart
+    assert first["tools"] == tools and first["tool_choice"] == "required" and first["parallel_tool_calls"] is False
+    assert sorted([first["seed"], second["seed"]]) == [5, 6]
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    body = {"model": "far", "messages": HELLO, "stop": ["END"], "safe_prompt": True,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema, "strict": True}}}
+    assert gateway.post("/v1/chat/completions", json={**body, "stop": None}).status_code == 200
+    sent = upstream.received[-1]
+    assert sent["response_format"] == {"type": "json_schema", "json_schema": {"name": "s", "schema": schema,
+                                                                              "strict": True}}
+    assert sent["messages"][0]["role"] == "system" and "utmost utility" in sent["messages"][0]["content"]
 
 
 @contextmanager
@@ -178,3 +197,38 @@ def test_two_workers_serve_a_remote_model_and_share_limits(
     finally:
         stop_server(server)
     assert server.log().count("/v1/models?api_key=[REDACTED]") == 4 and key.split(".")[1] not in server.log()
+
+
+def test_a_remote_stream_forwards_each_chunk_as_it_arrives(gateway: RunningServer, upstream: Upstream) -> None:
+    """The upstream sends a word every 0.2 s: the client gets each one about when it was sent, not in one burst."""
+    arrivals: list[float] = []
+    with failing(upstream, reply="one two three four five", words_per_second=5.0):
+        body = {"model": "far", "messages": HELLO, "stream": True}
+        with httpx.stream("POST", f"{gateway.base_url}/v1/chat/completions", json=body, headers=gateway.headers,
+                          timeout=30) as reply:
+            started = time.monotonic()
+            for line in reply.iter_lines():
+                if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                    arrivals.append(time.monotonic() - started)
+    assert len(arrivals) == 5
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    # Forwarded in one burst at the end, the gaps would be near 0; slack for a loaded machine above.
+    assert all(gap > 0.08 for gap in gaps) and arrivals[-1] - arrivals[0] > 0.6, gaps
+
+
+def test_an_upstream_silent_between_chunks_is_a_504(gateway: RunningServer, upstream: Upstream) -> None:
+    """Headers at once, then nothing for longer than `timeout_seconds`: the idle clock, not the first-byte one."""
+    with failing(upstream, words_per_second=1.0):
+        reply = gateway.post("/v1/chat/completions", json={"model": "impatient", "messages": HELLO, "stream": True})
+    assert reply.status_code == 504 and reply.json()["code"] == "upstream_timeout", reply.text
+
+
+@pytest.mark.parametrize("field", ["api_base", "base_url", "api_key"])
+def test_a_client_can_never_choose_the_upstream_or_its_key(
+    gateway: RunningServer, upstream: Upstream, field: str
+) -> None:
+    """LiteLLM leaked provider keys through a client-supplied `api_base`: here such fields are refused unread."""
+    sent = len(upstream.received)
+    reply = gateway.post("/v1/chat/completions", json={"model": "far", "messages": HELLO, field: "http://10.9.9.9/v1"})
+    assert reply.status_code == 422 and reply.json()["param"] == field, reply.text
+    assert len(upstream.received) == sent

@@ -58,3 +58,23 @@ async def test_two_replicas_share_one_requests_per_minute_limit(replicas: tuple[
             break
         await asyncio.sleep(0.1)
     assert usage[0]["num_requests"] == 10
+
+
+async def test_a_key_revoked_on_one_replica_is_refused_by_the_other_within_a_second(
+    replicas: tuple[RunningServer, RunningServer],
+) -> None:
+    first, second = replicas
+    project = f"revoked{uuid.uuid4().hex[:6]}"
+    run_cli(first.home, "projects", "create", project, env=first.env)
+    key = run_cli(first.home, "keys", "create", "--project", project, env=first.env)
+    admin = run_cli(first.home, "keys", "create", "--admin", env=first.env)["key"]
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key['key']}"}, timeout=120) as client:
+        assert (await client.post(f"{second.base_url}/v1/chat/completions", json=body)).status_code == 200
+        revoked = await client.delete(f"{first.base_url}/admin/keys/{key['id']}",
+                                      headers={"Authorization": f"Bearer {admin}"})
+        assert revoked.status_code == 200
+        revoked_at = asyncio.get_running_loop().time()
+        await asyncio.sleep(1.1)  # the default key cache: one second
+        refused = await client.post(f"{second.base_url}/v1/chat/completions", json=body)
+        assert refused.status_code == 401, (refused.text, asyncio.get_running_loop().time() - revoked_at)

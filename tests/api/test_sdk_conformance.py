@@ -112,3 +112,30 @@ def test_sdks_surface_error_messages(
     with pytest.raises(mistral_errors.MistralError) as mistral_error:
         mistral_client.chat.complete(model="no-such-model", messages=QUESTION)  # type: ignore[arg-type]
     assert "no-such-model" in str(mistral_error.value)
+
+
+def test_openai_chat_logprobs(openai_client: openai.OpenAI, model_id: str) -> None:
+    response = openai_client.chat.completions.create(
+        model=model_id, messages=QUESTION, max_tokens=8, logprobs=True, top_logprobs=2
+    )
+    logprobs = response.choices[0].logprobs
+    assert logprobs is not None and logprobs.content
+    assert "".join(entry.token for entry in logprobs.content) == response.choices[0].message.content
+    assert all(len(entry.top_logprobs) == 2 and entry.logprob <= 0 for entry in logprobs.content)
+
+
+def test_openai_text_completion_with_logprobs(openai_client: openai.OpenAI, model_id: str) -> None:
+    prompt = "The capital of France is"
+    scored = openai_client.completions.create(model=model_id, prompt=prompt, max_tokens=0, echo=True, logprobs=1)
+    logprobs = scored.choices[0].logprobs
+    assert logprobs is not None and logprobs.tokens and logprobs.token_logprobs
+    assert "".join(logprobs.tokens) == prompt and logprobs.token_logprobs[0] is None
+    reply = openai_client.completions.create(model=model_id, prompt=prompt, max_tokens=4, logprobs=1)
+    assert reply.object == "text_completion" and reply.choices[0].text
+    assert reply.usage is not None and reply.usage.completion_tokens == 4
+    streamed = "".join(
+        chunk.choices[0].text
+        for chunk in openai_client.completions.create(model=model_id, prompt=prompt, max_tokens=4, stream=True)
+        if chunk.choices
+    )
+    assert streamed == reply.choices[0].text

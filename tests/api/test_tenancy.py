@@ -240,7 +240,8 @@ async def test_the_concurrency_limit_refuses_a_second_stream(tenancy_server: Run
             "stream": True}
     async with httpx.AsyncClient(base_url=tenancy_server.base_url, headers=bearer(key), timeout=120) as client:
         async with client.stream("POST", "/v1/chat/completions", json=long) as running:
-            await anext(running.aiter_lines())
+            lines = running.aiter_lines()  # kept referenced: a dropped one is closed, which ends the stream
+            await anext(lines)
             second = await client.post("/v1/chat/completions", json={"model": "smol", "messages": HELLO})
         assert second.status_code == 429 and "concurren" in second.json()["message"]
         for _ in range(50):  # the place is given back when the stream ends

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select, union_all
 from sqlalchemy.engine import make_url
 
 from galerne.storage.database import Database
@@ -35,16 +35,22 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def records_by_key(database_url: str) -> Counter[str]:
-    """Usage rows per key id, checked against the daily rollups."""
+    """Usage rows per key id, checked against the daily rollups.
+
+    Both counts come from one statement, hence one snapshot: a live server's writer commits between two
+    separate SELECTs (SQLite starts no read transaction for them), which would make them disagree."""
+    records = select(literal("record").label("kind"), UsageRecord.key_id, func.count().label("n")).group_by(
+        UsageRecord.key_id)
+    daily = select(literal("daily").label("kind"), UsageDaily.key_id, func.sum(UsageDaily.num_requests)).group_by(
+        UsageDaily.key_id)
     database = Database.open(database_url, migrate=False)
     try:
         with database.session() as session:
-            rows = Counter({key: int(n) for key, n in session.execute(
-                select(UsageRecord.key_id, func.count()).group_by(UsageRecord.key_id))})
-            rollups = {key: int(n) for key, n in session.execute(
-                select(UsageDaily.key_id, func.sum(UsageDaily.num_requests)).group_by(UsageDaily.key_id))}
+            counted = list(session.execute(union_all(records, daily)))
     finally:
         database.close()
+    rows = Counter({key: int(n) for kind, key, n in counted if kind == "record"})
+    rollups = {key: int(n) for kind, key, n in counted if kind == "daily"}
     assert rollups == dict(rows)
     return rows
 

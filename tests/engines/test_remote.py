@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -148,3 +151,40 @@ async def test_prepare_estimates_the_prompt_and_checks_the_context() -> None:
         await engine.prepare(request("x" * 40, max_tokens=90))
     with pytest.raises(ContextLengthExceededError):
         await engine.prepare(request("x" * 400))
+
+
+async def test_an_upstream_that_never_accepts_the_connection_is_a_504_after_the_connect_timeout() -> None:
+    """A listening socket whose backlog is full: the kernel drops further SYNs, so connecting hangs."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = [socket.socket() for _ in range(4)]
+        for filler in fillers:
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+        try:
+            config = RemoteModelConfig(base_url=f"http://127.0.0.1:{port}/v1", upstream_model="up",
+                                       connect_timeout_seconds=0.3, max_retries=0)
+            engine = RemoteEngine(config)
+            started = time.monotonic()
+            events = await collect(engine, request())
+            failure = events[-1].failure
+            assert isinstance(failure, UpstreamTimeoutError) and failure.status == 504
+            assert 0.25 < time.monotonic() - started < 3
+            engine.close()
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+async def test_5xx_are_retried_and_4xx_are_not(upstream: Upstream) -> None:
+    upstream.fail_with, upstream.fail_times = 502, 2
+    engine = RemoteEngine(RemoteModelConfig(base_url=upstream.base_url, upstream_model="up", max_retries=2))
+    events = await collect(engine, request())
+    assert events[-1].finish_reason is FinishReason.STOP and len(upstream.received) == 3
+    upstream.fail_with, upstream.fail_times = 400, 1
+    events = await collect(engine, request())
+    assert isinstance(events[-1].failure, UpstreamRejectedError) and len(upstream.received) == 4
+    engine.close()

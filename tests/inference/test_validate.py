@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from galerne.errors import InvalidRequestError, UnsupportedFeatureError
 from galerne.inference.constraints import JsonOutput, ToolCallOutput, ToolChoice
 from galerne.inference.schema_limits import MAX_SCHEMA_NESTING as MAX_SCHEMA_DEPTH
-from galerne.inference.types import ChatMessage, Role, SamplingParams, ToolCall
+from galerne.inference.types import ChatMessage, LogprobOptions, Role, SamplingParams, ToolCall
 from galerne.inference.validate import (
     DEFAULT_TEMPERATURE,
     MAX_STOP_LENGTH,
@@ -398,12 +398,25 @@ def test_text_response_format_is_accepted() -> None:
     assert _convert([USER], response_format={"type": "text"}).messages[-1].content == "Hello"
 
 
-@pytest.mark.parametrize("fields", [{"logprobs": True}, {"top_logprobs": 3}])
-def test_logprobs_are_refused(fields: dict[str, Any]) -> None:
+def test_logprobs_and_top_logprobs_become_options() -> None:
+    assert _convert([USER]).logprobs is None
+    assert _convert([USER], logprobs=True).logprobs == LogprobOptions(num_top=0)
+    assert _convert([USER], logprobs=True, top_logprobs=20).logprobs == LogprobOptions(num_top=20)
+
+
+@pytest.mark.parametrize(
+    ("fields", "mentions"),
+    [
+        ({"top_logprobs": 3}, "needs `logprobs: true`"),
+        ({"logprobs": True, "top_logprobs": 21}, "between 0 and 20"),
+        ({"logprobs": True, "response_format": {"type": "json_object"}}, "cannot be combined"),
+    ],
+)
+def test_bad_logprobs_are_400(fields: dict[str, Any], mentions: str) -> None:
     error = _refused([USER], **fields)
-    assert isinstance(error, UnsupportedFeatureError)
-    assert error.param == "logprobs"
-    assert "logprobs are not supported" in error.message
+    assert error.status == 400
+    assert error.param in {"logprobs", "top_logprobs"}
+    assert mentions in error.message
 
 
 @pytest.mark.parametrize(

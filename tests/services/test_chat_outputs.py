@@ -16,11 +16,14 @@ import pytest
 
 from galerne.catalog import default_catalog
 from galerne.engines.base import EngineCapabilities, EngineStats
+from galerne.errors import UnsupportedFeatureError
 from galerne.inference.types import FinishReason, GenerationEvent, GenerationRequest, ToolCall
 from galerne.protocol import chat as wire
+from galerne.protocol.completions import CompletionRequest, FimCompletionRequest
 from galerne.services.admission import Admission
 from galerne.services.auth import Principal
 from galerne.services.chat import ChatService, GenerationFailedError
+from galerne.services.completions import CompletionService
 from galerne.services.limits import InProcessLimiter
 from galerne.services.metering import UsageMeter
 from galerne.services.metrics import Metrics
@@ -158,3 +161,24 @@ async def test_a_reply_closed_by_the_budget_is_length_and_counted(setup: Setup) 
     assert response.choices[0].finish_reason == "length" and response.choices[0].message.content == '{"a":""}'
     sample = setup.metrics.registry.get_sample_value("galerne_closed_early_replies_total", {"model": setup.model})
     assert sample == 1
+
+
+async def test_an_engine_without_logits_refuses_logprobs_text_completion_and_scoring(setup: Setup) -> None:
+    """The scripted engine, like the remote one, offers no log-probabilities: 400s naming why, before any work."""
+    asking = wire.ChatCompletionRequest.model_validate(
+        {"model": setup.model, "messages": [{"role": "user", "content": "Hi"}], "logprobs": True}
+    )
+    with pytest.raises(UnsupportedFeatureError) as chat_error:
+        await setup.chat.start(asking, PRINCIPAL)
+    assert chat_error.value.param == "logprobs" and "log-probabilities" in chat_error.value.message
+    completions = CompletionService(setup.chat)
+    text = CompletionRequest.model_validate({"model": setup.model, "prompt": "Hi"})
+    with pytest.raises(UnsupportedFeatureError) as text_error:
+        await completions.start(text, PRINCIPAL)
+    assert "chat completions only" in text_error.value.message
+    with pytest.raises(UnsupportedFeatureError):
+        await completions.score(setup.model, "The sky is", [" blue"], PRINCIPAL)
+    fim = FimCompletionRequest.model_validate({"model": setup.model, "prompt": "def f():", "suffix": "\n"})
+    with pytest.raises(UnsupportedFeatureError) as fim_error:
+        await setup.chat.start_fim(fim, PRINCIPAL)
+    assert fim_error.value.param == "model"

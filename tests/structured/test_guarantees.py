@@ -268,7 +268,7 @@ KEYWORDS = {"type": "object", "properties": {"title": {"type": "string"},
             "keywords": {"type": "array", "items": {"type": "string"}}}, "required": ["title", "keywords"]}  # fmt: skip
 
 
-@pytest.mark.parametrize("max_tokens", [20, 40])
+@pytest.mark.parametrize("max_tokens", [16, 28])  # well under what the model writes: it must be cut
 def test_a_reply_running_out_of_budget_is_closed_valid_and_marked_length(
     server: RunningServer, model_id: str, max_tokens: int
 ) -> None:

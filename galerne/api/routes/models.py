@@ -9,7 +9,6 @@ from fastapi import APIRouter
 from galerne.api.deps import PrincipalDep, RuntimeDep
 from galerne.api.errors import error_responses
 from galerne.protocol.models import ModelCard, ModelList
-from galerne.services.models import model_card
 
 router = APIRouter(responses=error_responses(401, 404, 503))
 
@@ -23,4 +22,4 @@ async def list_models(principal: PrincipalDep, runtime: RuntimeDep) -> ModelList
 @router.get("/v1/models/{model_id:path}", response_model=ModelCard)
 async def get_model(model_id: str, principal: PrincipalDep, runtime: RuntimeDep) -> ModelCard:
     """A model the key's project may not use is answered as an unknown one (404), so none can be enumerated."""
-    return model_card(runtime.registry.catalog.resolve(model_id, is_visible=principal.may_use))
+    return runtime.registry.card(runtime.registry.catalog.resolve(model_id, is_visible=principal.may_use))

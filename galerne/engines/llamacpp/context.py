@@ -27,6 +27,9 @@ class ContextShape:
     context_length: int
     max_batch_tokens: int
     num_threads: int
+    # Sliding-window models (Gemma 3): False keeps only the window (+ one batch) of KV in their local layers,
+    # a fraction of the memory; the scheduler then reuses a cached prefix only where the window still holds it.
+    swa_full: bool = False
 
 
 class LlamaContext:
@@ -42,6 +45,7 @@ class LlamaContext:
         params.n_threads = shape.num_threads
         params.n_threads_batch = shape.num_threads
         params.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        params.swa_full = shape.swa_full
         params.no_perf = True
         self.handle = ll.llama_init_from_model(model.handle, params)
         if not self.handle:
@@ -64,8 +68,14 @@ class LlamaContext:
     def space_left(self) -> int:
         return self.capacity - self.num_tokens
 
-    def add(self, tokens: list[int], start: int, seq_id: int, *, wants_logits: bool) -> int:
-        """Append tokens of one sequence at positions start..; returns the batch row of the last one."""
+    def add(
+        self, tokens: list[int], start: int, seq_id: int, *, wants_logits: bool, outputs_from: int | None = None
+    ) -> int:
+        """Append tokens of one sequence at positions start..; returns the batch row of the last one.
+
+        `outputs_from` (an offset into `tokens`) also asks for the logits of every row from there on: a
+        scored prompt needs them, and only over its scored span (each row costs a vocabulary of floats).
+        """
         count = len(tokens)
         first = self.num_tokens
         end = first + count
@@ -74,6 +84,8 @@ class LlamaContext:
         self._tokens[first:end] = tokens
         self._positions[first:end] = np.arange(start, start + count, dtype=np.int32)
         self._wants_logits[first:end] = 0
+        if outputs_from is not None and outputs_from < count:
+            self._wants_logits[first + outputs_from : end] = 1
         if wants_logits:
             self._wants_logits[end - 1] = 1
         seq_ids = self._seq_ids
@@ -102,6 +114,11 @@ class LlamaContext:
         before that batch is computed; trim the copy with `forget` afterwards.
         """
         ll.llama_memory_seq_cp(self._memory, source_seq_id, target_seq_id, -1, -1)
+
+    def first_position(self, seq_id: int) -> int:
+        """The oldest position a slot's KV still holds (-1 when empty). With a sliding-window model the
+        window layers drop positions older than the window, so a long-finished prefix may be gone there."""
+        return int(ll.llama_memory_seq_pos_min(self._memory, seq_id))
 
     def forget(self, seq_id: int, from_position: int = 0) -> bool:
         """Drop a slot's KV from `from_position` on; False when llama.cpp cannot trim partially."""

@@ -2,10 +2,11 @@
 
 Only constrained sequences carry a guide, so unconstrained ones pay nothing. Before sampling, tokens
 the grammar forbids get -inf; tokens the grammar forces (`{"name":"` after `[`) are fast-forwarded:
-decoded in the next batch without sampling. Two steers keep replies from running out of budget: a
-penalty on repeats (`repetition`) and, near the end of `max_tokens`, closing (`closing`). The guide's
-`OutputReader` tells which text is part of a
-tool call and, at the end, returns the typed calls or refuses a reply that breaks its schema.
+decoded in the next batch without sampling. Where the grammar may end, every end-of-generation token
+of the vocabulary is allowed, not only the one llguidance knows. Two steers keep replies from running
+out of budget: a penalty on repeats (`repetition`) and, near the end of `max_tokens`, closing
+(`closing`). The guide's `OutputReader` tells which text is part of a tool call and, at the end,
+returns the typed calls or refuses a reply that breaks its schema.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class GrammarGuide:
     def __init__(self, matcher: llguidance.LLMatcher, classes: TokenClasses, reader: OutputReader) -> None:
         self._matcher = matcher
         self._num_vocab = classes.num_vocab
+        self._ending = classes.ending
         self._bitmask = lnp.allocate_token_bitmask(1, self._num_vocab)
         self._closer = BudgetCloser(classes)
         self._history: list[int] = []  # every token of the reply, sampled or forced (for the loop guard)
@@ -73,6 +75,10 @@ class GrammarGuide:
         if self._matcher.is_error():
             raise GrammarViolation(self._matcher.get_error())
         allowed = np.unpackbits(self._bitmask.view(np.uint8), bitorder="little")[: self._num_vocab].view(bool)
+        if (allowed & self._ending).any():
+            # llguidance knows one end-of-text token; a model may end its turn with another one (Gemma's
+            # <end_of_turn> beside <eos>, or a catalogue stop token): where the grammar may end, any of them may.
+            allowed = allowed | self._ending
         np.copyto(logits[: allowed.size], np.float32(-np.inf), where=~allowed)
         if self.reader.is_free_text:
             return  # a text reply under `tool_choice: auto`: nothing to close, no structure to loop in

@@ -11,6 +11,10 @@ One `Scheduler` per loaded model, driven by the engine thread:
 - `postprocess` samples every sequence whose logits are ready, emits text, and frees the slot of a
   finished or cancelled sequence at once. A free slot keeps its KV for later prefix reuse.
 
+A scored prompt (`echo`, `score`) asks for logits over its scored span only; the prefix before it can
+come from the cache (the context shared by several continuations is computed once), the span itself is
+always decoded. With `max_new_tokens == 0` such a sequence ends when its prompt is done, sampling nothing.
+
 Why rows go in slot order: with one KV stream per slot (`kv_unified = False`), llama.cpp splits a batch
 into micro-batches that each take an equal number of tokens from a run of *consecutive, increasing*
 sequence ids, in batch order (`llama_batch_allocr::split_equal`). Eight decode rows for slots 0..7 are
@@ -26,12 +30,15 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from galerne.engines.llamacpp.context import LlamaContext
 from galerne.engines.llamacpp.guide import GrammarGuide, GrammarViolation
+from galerne.engines.llamacpp.logprobs import log_softmax, token_logprob
 from galerne.engines.llamacpp.model import LlamaModel
 from galerne.engines.llamacpp.sampler import TokenSampler
 from galerne.engines.llamacpp.text import TextAssembler
-from galerne.inference.types import FinishReason, GenerationEvent
+from galerne.inference.types import FinishReason, GenerationEvent, LogprobOptions, TokenLogprob
 
 EventSink = Callable[[GenerationEvent], None]
 
@@ -55,6 +62,15 @@ class Sequence:
     slot: Slot | None = None
     # Choices 2..n of a request point at choice 1, whose prompt KV they copy once it is computed.
     shares_prompt_with: Sequence | None = None
+    logprobs: LogprobOptions | None = None
+    # Prompt tokens from this index on get a log-probability (>= 1: the first token has no predecessor);
+    # tokens before `visible_from` (a BOS the text did not contain) are not reported.
+    scored_from: int | None = None
+    visible_from: int = 0
+    prompt_logprobs: list[TokenLogprob] | None = None
+    pending_logprobs: list[TokenLogprob] = field(default_factory=list)
+    prompt_rows: list[tuple[int, int]] = field(default_factory=list)  # (batch row, prompt index it predicts)
+    last_slot: Slot | None = None  # where it ran: its KV may still be there for the choices that follow it
 
     @property
     def is_prefilling(self) -> bool:
@@ -63,6 +79,16 @@ class Sequence:
 
     def finish_event(self, text: str, reason: FinishReason, error: str | None = None) -> GenerationEvent:
         return GenerationEvent(text, len(self.prompt), self.num_generated, reason, error)
+
+    def send(self, event: GenerationEvent) -> None:
+        """Emit `event` with the log-probabilities gathered since the last one (the prompt's, once)."""
+        if self.pending_logprobs:
+            event.logprobs = tuple(self.pending_logprobs)
+            self.pending_logprobs.clear()
+        if self.prompt_logprobs is not None:
+            event.prompt_logprobs = tuple(self.prompt_logprobs[self.visible_from :])
+            self.prompt_logprobs = None
+        self.emit(event)
 
 
 @dataclass(eq=False)
@@ -81,6 +107,7 @@ class Scheduler:
         self.slots = [Slot(seq_id) for seq_id in range(num_slots)]
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
+        self._end_tokens = np.array(model.end_of_generation_tokens, dtype=np.intp)
 
     @property
     def has_work(self) -> bool:
@@ -98,11 +125,11 @@ class Scheduler:
         if any(sequence.is_cancelled for sequence in self.waiting):
             for sequence in [s for s in self.waiting if s.is_cancelled]:
                 self.waiting.remove(sequence)
-                sequence.emit(sequence.finish_event("", FinishReason.CANCELLED))
+                sequence.send(sequence.finish_event("", FinishReason.CANCELLED))
         if any(sequence.is_cancelled for sequence in self.running):
             for sequence in [s for s in self.running if s.is_cancelled]:
                 self._release(sequence)
-                sequence.emit(sequence.finish_event("", FinishReason.CANCELLED))
+                sequence.send(sequence.finish_event("", FinishReason.CANCELLED))
 
     def admit(self, context: LlamaContext) -> None:
         """Move queued sequences into free slots, first come first served.
@@ -118,7 +145,7 @@ class Scheduler:
             if leader is not None and leader.is_prefilling:
                 continue
             self.waiting.remove(sequence)
-            source = leader.slot if leader is not None and leader.slot is not None else None
+            source = None if leader is None else leader.slot or leader.last_slot
             self._assign(sequence, _pick_slot(self.slots, free, sequence.prompt, source), context, source)
 
     def schedule(self, context: LlamaContext) -> bool:
@@ -151,22 +178,57 @@ class Scheduler:
             self._append(sequence, tokens, context, wants_logits=wants_logits)
         return context.num_tokens > 0
 
+    def _scored_rows(self, sequence: Sequence, start: int, count: int, row: int) -> int | None:
+        """For a prompt chunk at prompt index `start` written from batch row `row`: the offset of its first row
+        whose logits score the next prompt token (None: none does), remembering which rows predict which."""
+        if sequence.scored_from is None or sequence.num_generated or start >= len(sequence.prompt):
+            return None
+        first = max(0, sequence.scored_from - 1 - start)
+        last = min(count, len(sequence.prompt) - 1 - start)  # the prompt's last row predicts no prompt token
+        if first >= last:
+            return None
+        sequence.prompt_rows.extend((row + offset, start + offset + 1) for offset in range(first, last))
+        return first
+
     def postprocess(self, context: LlamaContext) -> None:
         """Sample each sequence whose logits the last decode produced; finish those that are done."""
         for sequence in list(self.running):
+            if sequence.prompt_rows:
+                self._score_prompt(sequence, context)
             if sequence.logits_row < 0:
                 continue
+            if sequence.max_new_tokens == 0:  # a scored prompt and nothing to generate: done
+                sequence.logits_row = -1
+                self._finish(sequence, "", FinishReason.LENGTH)
+                continue
             logits = context.logits(sequence.logits_row)
+            options = sequence.logprobs
+            raw = log_softmax(logits) if options is not None and options.of_completion else None
             if sequence.guide is not None:
                 try:
                     sequence.guide.mask(logits, sequence.max_new_tokens - sequence.num_generated)
                 except GrammarViolation as exc:
                     self._fail_guide(sequence, exc)
                     continue
+            if sequence.num_generated < sequence.sampler.min_tokens:
+                logits[self._end_tokens] = -np.inf
             token = sequence.sampler.sample(logits)
+            if raw is not None and options is not None:
+                sequence.pending_logprobs.append(token_logprob(raw, token, options.num_top, self._model.pieces))
             sequence.logits_row = -1
             sequence.num_generated += 1
             self._advance(sequence, token)
+
+    def _score_prompt(self, sequence: Sequence, context: LlamaContext) -> None:
+        """Read the scored prompt rows of the last decode into the sequence's prompt log-probabilities."""
+        scored = sequence.prompt_logprobs
+        num_top = sequence.logprobs.num_top if sequence.logprobs is not None else 0
+        pieces = self._model.pieces
+        for row, index in sequence.prompt_rows:
+            if scored is not None:
+                row_logprobs = log_softmax(context.logits(row))
+                scored[index] = token_logprob(row_logprobs, sequence.prompt[index], num_top, pieces)
+        sequence.prompt_rows.clear()
 
     def fail_running(self, context: LlamaContext, message: str) -> None:
         """Fail every running sequence (a decode error); their slots are wiped, not kept for reuse."""
@@ -176,16 +238,18 @@ class Scheduler:
             if slot is not None:
                 context.forget(slot.seq_id)
                 slot.tokens.clear()
-            sequence.emit(sequence.finish_event("", FinishReason.ERROR, message))
+            sequence.send(sequence.finish_event("", FinishReason.ERROR, message))
 
     def fail_all(self, context: LlamaContext, message: str) -> None:
         self.fail_running(context, message)
         while self.waiting:
             sequence = self.waiting.popleft()
-            sequence.emit(sequence.finish_event("", FinishReason.ERROR, message))
+            sequence.send(sequence.finish_event("", FinishReason.ERROR, message))
 
     def _advance(self, sequence: Sequence, token: int) -> None:
         if self._model.is_end_of_generation(token):
+            if sequence.pending_logprobs and sequence.pending_logprobs[-1].token == token:
+                sequence.pending_logprobs.pop()  # the end of turn is not reply text: it is not reported
             self._finish(sequence, sequence.text.flush(), FinishReason.STOP)
             return
         tokens = [token]
@@ -213,26 +277,32 @@ class Scheduler:
             sequence.pending = tokens
             if text:
                 is_call = guide is not None and guide.reader.push(text)
-                sequence.emit(GenerationEvent(text, len(sequence.prompt), sequence.num_generated, is_tool_call=is_call))
+                sequence.send(GenerationEvent(text, len(sequence.prompt), sequence.num_generated, is_tool_call=is_call))
 
     def _finish(self, sequence: Sequence, text: str, reason: FinishReason) -> None:
         self._release(sequence)
         event = sequence.finish_event(text, reason)
-        sequence.emit(event if sequence.guide is None else sequence.guide.final_event(event))
+        sequence.send(event if sequence.guide is None else sequence.guide.final_event(event))
 
     def _fail_guide(self, sequence: Sequence, error: GrammarViolation) -> None:
         assert sequence.guide is not None  # only guided sequences have a grammar to fail
         self._release(sequence)
-        sequence.emit(sequence.guide.error_event(sequence.finish_event("", FinishReason.ERROR), error))
+        sequence.send(sequence.guide.error_event(sequence.finish_event("", FinishReason.ERROR), error))
 
     def _assign(self, sequence: Sequence, slot: Slot, context: LlamaContext, source: Slot | None = None) -> None:
         """Give `slot` to `sequence`, keeping the longest reusable prefix of the slot's own KV, or of
         `source`'s (another slot holding this very prompt) when that reuses more."""
-        # Keep at least one prompt token to decode: its logits give the first generated token.
+        # Keep at least one prompt token to decode: its logits give the first generated token. A scored
+        # prompt decodes its whole scored span: each of its rows gives the next token's log-probability.
         last = len(sequence.prompt) - 1
-        reused = min(_common_prefix(slot.tokens, sequence.prompt), last)
+        if sequence.scored_from is not None:
+            last = min(last, sequence.scored_from - 1)
+            if sequence.prompt_logprobs is None:
+                pieces = self._model.pieces
+                sequence.prompt_logprobs = [TokenLogprob(token, pieces[token], None) for token in sequence.prompt]
+        reused = self._usable_prefix(context, slot, min(_common_prefix(slot.tokens, sequence.prompt), last))
         if source is not None and source is not slot:
-            copied = min(_common_prefix(source.tokens, sequence.prompt), last)
+            copied = self._usable_prefix(context, source, min(_common_prefix(source.tokens, sequence.prompt), last))
             if copied > reused:
                 context.copy(source.seq_id, slot.seq_id)
                 slot.tokens[:] = source.tokens
@@ -244,13 +314,27 @@ class Scheduler:
         sequence.num_prefilled = reused
         sequence.num_cached = reused
         sequence.slot = slot
+        sequence.last_slot = slot
         slot.sequence = sequence
         self.running.append(sequence)
+
+    def _usable_prefix(self, context: LlamaContext, slot: Slot, length: int) -> int:
+        """`length` if the slot's KV can continue from there, else 0 (prefill from scratch).
+
+        With sliding-window attention (Gemma 3) the window layers keep only recent positions; the token at
+        `length` needs the `num_swa` positions before it. llama.cpp's server applies the same rule.
+        """
+        window = self._model.num_swa
+        if length == 0 or window == 0:
+            return length
+        return length if context.first_position(slot.seq_id) <= max(0, length - window) else 0
 
     def _append(self, sequence: Sequence, tokens: list[int], context: LlamaContext, *, wants_logits: bool) -> None:
         slot = sequence.slot
         assert slot is not None  # running sequences always hold a slot
-        row = context.add(tokens, len(slot.tokens), slot.seq_id, wants_logits=wants_logits)
+        start = len(slot.tokens)
+        outputs_from = self._scored_rows(sequence, start, len(tokens), context.num_tokens)
+        row = context.add(tokens, start, slot.seq_id, wants_logits=wants_logits, outputs_from=outputs_from)
         slot.tokens.extend(tokens)
         if wants_logits:
             sequence.logits_row = row
@@ -263,6 +347,7 @@ class Scheduler:
             slot.last_used = time.monotonic()
             sequence.slot = None
         sequence.logits_row = -1
+        sequence.prompt_rows.clear()
         self.running.remove(sequence)
 
 

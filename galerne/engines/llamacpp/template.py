@@ -18,7 +18,7 @@ from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from galerne.errors import ConfigurationError, InvalidRequestError
-from galerne.inference.types import ChatMessage
+from galerne.inference.types import ChatMessage, Role
 
 # ChatML, for GGUF files that carry no template.
 FALLBACK_TEMPLATE = (
@@ -64,6 +64,13 @@ class ChatTemplate:
             raise ConfigurationError(f"the model's chat template does not compile: {exc}") from exc
         self._bos_token = bos_token
         self._eos_token = eos_token
+
+    def check(self) -> None:
+        """Render a one-message conversation once, so that a template that fails on every request stops
+        start-up (a `ConfigurationError` or `InvalidRequestError` naming the problem) instead of answering 400s."""
+        sample = [ChatMessage(Role.USER, "Hello")]
+        if not "".join(segment.text for segment in self.render(sample).segments).strip():
+            raise ConfigurationError("the chat template renders an empty prompt")
 
     def render(self, messages: Sequence[ChatMessage], *, assistant_prefix: str | None = None) -> RenderedPrompt:
         """Segments of the prompt that asks the model for the next assistant turn (or continues `prefix`)."""

@@ -13,14 +13,19 @@ import codecs
 class TextAssembler:
     """Accumulates token pieces; `push` returns the text safe to send and whether a stop string hit."""
 
-    def __init__(self, stop: tuple[str, ...]) -> None:
+    def __init__(self, stop: tuple[str, ...], *, strips_leading_spaces: bool = False) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._stop = stop
         self._held = ""
+        # A reply written after "Answer:" (a transcript template) starts with the word's space; drop it.
+        self._strips_leading_spaces = strips_leading_spaces
 
     def push(self, piece: bytes) -> tuple[str, bool]:
         """Add one token's bytes; returns (text to emit now, stop string found)."""
         self._held += self._decoder.decode(piece)
+        if self._strips_leading_spaces:
+            self._held = self._held.lstrip(" ")
+            self._strips_leading_spaces = not self._held
         if not self._stop:
             text, self._held = self._held, ""
             return text, False

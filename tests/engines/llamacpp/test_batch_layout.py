@@ -18,6 +18,7 @@ from galerne.engines.llamacpp.sampler import TokenSampler
 from galerne.engines.llamacpp.scheduler import PREFIX_WORTH_A_GAP, Scheduler, Sequence, Slot, _pick_slot
 from galerne.engines.llamacpp.text import TextAssembler
 from galerne.inference.types import GenerationEvent, SamplingParams
+from tests.conftest import engine_threads
 
 NUM_SLOTS = 8
 MAX_BATCH_TOKENS = 64
@@ -70,9 +71,11 @@ class RecordingContext(LlamaContext):
         self.row_seq_ids: list[int] = []
         self.decode_rows: list[int] = []
 
-    def add(self, tokens: list[int], start: int, seq_id: int, *, wants_logits: bool) -> int:
+    def add(
+        self, tokens: list[int], start: int, seq_id: int, *, wants_logits: bool, outputs_from: int | None = None
+    ) -> int:
         first = self.num_tokens
-        row = super().add(tokens, start, seq_id, wants_logits=wants_logits)
+        row = super().add(tokens, start, seq_id, wants_logits=wants_logits, outputs_from=outputs_from)
         self.row_seq_ids += [seq_id] * len(tokens)
         if len(tokens) == 1 and start > 0 and wants_logits:
             self.decode_rows.append(first)
@@ -85,7 +88,9 @@ class RecordingContext(LlamaContext):
 
 @pytest.fixture
 def context(model: LlamaModel) -> Iterator[RecordingContext]:
-    shape = ContextShape(num_slots=NUM_SLOTS, context_length=256, max_batch_tokens=MAX_BATCH_TOKENS, num_threads=2)
+    shape = ContextShape(
+        num_slots=NUM_SLOTS, context_length=256, max_batch_tokens=MAX_BATCH_TOKENS, num_threads=engine_threads()
+    )
     made = RecordingContext(model, shape)
     yield made
     made.close()

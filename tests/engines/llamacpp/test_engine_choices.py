@@ -13,11 +13,14 @@ from galerne.engines.llamacpp import engine as engine_module
 from galerne.engines.llamacpp.engine import EmbeddedGeneration, EmbeddedModelConfig, LlamaCppEngine
 from galerne.errors import EngineUnavailableError
 from galerne.inference.types import ChatMessage, FinishReason, GenerationRequest, Role, SamplingParams
+from tests.conftest import engine_threads
 
 
 def _engine(num_slots: int = 4) -> LlamaCppEngine:
     path = default_catalog().default_entry().gguf_path()
-    return LlamaCppEngine(EmbeddedModelConfig(path=path, context_length=512, num_slots=num_slots, num_threads=2))
+    return LlamaCppEngine(
+        EmbeddedModelConfig(path=path, context_length=512, num_slots=num_slots, num_threads=engine_threads())
+    )
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from galerne.catalog import default_catalog
-from galerne.engines.llamacpp.engine import EmbeddedModelConfig, LlamaCppEngine
+from galerne.engines.llamacpp.engine import EmbeddedModelConfig, LlamaCppEngine, split_stops
 from galerne.errors import ConfigurationError, ContextLengthExceededError
 from galerne.inference.types import ChatMessage, FinishReason, GenerationRequest, Role, SamplingParams
 
@@ -91,3 +91,33 @@ def test_a_context_beyond_what_the_model_was_trained_for_stops_start_up() -> Non
     with pytest.raises(ConfigurationError) as info:
         LlamaCppEngine(EmbeddedModelConfig(path=path, context_length=100_000, num_slots=1, model_id="big"))
     assert "8192" in info.value.message and "'big'" in info.value.message
+
+
+def test_a_catalogue_template_replaces_the_ggufs_and_its_stops_split_into_tokens_and_strings() -> None:
+    path = default_catalog().default_entry().gguf_path()
+    template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}[assistant]"
+    config = EmbeddedModelConfig(
+        path=path, context_length=CONTEXT, num_slots=1, num_threads=1, chat_template=template,
+        stop=("<|im_end|>", "\n["),
+    )
+    engine = LlamaCppEngine(config)
+    try:
+        model = engine.model
+        expected = model.tokenize("[system] ", parse_special=True) + model.tokenize("sys", parse_special=False)
+        expected += model.tokenize("\n[user] ", parse_special=True) + model.tokenize("Hi", parse_special=False)
+        expected += model.tokenize("\n[assistant]", parse_special=True)
+        assert engine.tokenize_prompt(_request("Hi")) == expected
+        assert split_stops(model, config.stop) == ([IM_END_ID], ("\n[",))
+        assert model.is_end_of_generation(IM_END_ID)
+    finally:
+        engine.close()
+
+
+def test_a_catalogue_template_that_fails_on_every_conversation_stops_start_up() -> None:
+    path = default_catalog().default_entry().gguf_path()
+    config = EmbeddedModelConfig(
+        path=path, context_length=CONTEXT, num_slots=1, model_id="m", chat_template="{{ raise_exception('no') }}"
+    )
+    with pytest.raises(ConfigurationError) as info:
+        LlamaCppEngine(config)
+    assert "'m'" in info.value.message and "refused this conversation: no" in info.value.message

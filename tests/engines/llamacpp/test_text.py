@@ -125,3 +125,10 @@ def test_invalid_bytes_are_replaced_not_raised() -> None:
     assembler = TextAssembler(())
     text, hit = assembler.push(b"a\xffb")
     assert (text, hit) == ("a\ufffdb", False)
+
+
+def test_leading_spaces_of_a_reply_are_dropped_when_asked_and_only_those() -> None:
+    assembler = TextAssembler(("\nQuestion:",), strips_leading_spaces=True)
+    emitted, hit = _feed(assembler, [b" ", b" Paris", b" is", b" nice.", b"\nQuestion:"])
+    assert "".join(emitted) == "Paris is nice." and hit
+    assert TextAssembler(()).push(b" Paris") == (" Paris", False)
