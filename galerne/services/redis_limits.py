@@ -170,6 +170,16 @@ class RedisLimiter:
             return 0
         return sum(int(reply) for reply in replies)
 
+    async def settle(self) -> None:
+        """Wait up to `timeout_seconds` for the scheduled releases and undos to reach Redis.
+
+        `release` returns before Redis has the place back; whoever must see it back (a shutdown, a test of
+        the counts) waits here rather than for a guessed delay.
+        """
+        deadline = time.monotonic() + self._timeout_seconds
+        while self._pending and time.monotonic() < deadline:
+            await asyncio.wait(set(self._pending), timeout=max(0.0, deadline - time.monotonic()))
+
     async def aclose(self) -> None:
         """Stop renewing, give pending releases up to `timeout_seconds`, then close the connections.
 
@@ -179,9 +189,7 @@ class RedisLimiter:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
-        deadline = time.monotonic() + self._timeout_seconds
-        while self._pending and time.monotonic() < deadline:
-            await asyncio.wait(set(self._pending), timeout=max(0.0, deadline - time.monotonic()))
+        await self.settle()
         if self._pending:
             logger.warning(
                 "closing with %d rate-limit releases not done; their places lapse within %g s",
