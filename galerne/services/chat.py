@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from galerne.catalog import Capability, ModelEntry
-from galerne.engines.base import EngineCapabilities, Generation
+from galerne.engines.base import EngineCapabilities, Generation, PreparedRequest
 from galerne.errors import (
     ContentPolicyError,
     ContextLengthExceededError,
@@ -153,33 +153,46 @@ class ChatService:
         check_logprobs(entry, engine.capabilities, generation_request)
         generation_request = _with_system_prompt(generation_request, entry.system_prompt)
         references = None
+        prepared = None
         if generation_request.documents:
-            generation_request, references = await self._ground(entry, generation_request, principal)
-        run = await self._screen_and_launch(entry, generation_request, principal, is_chat_app=is_chat_app)
+            generation_request, prepared, references = await self._ground(entry, generation_request, principal)
+        run = await self._screen_and_launch(
+            entry, generation_request, principal, is_chat_app=is_chat_app, prepared=prepared
+        )
         run.references = references
         return run
 
     async def _screen_and_launch(
-        self, entry: ModelEntry, generation_request: GenerationRequest, principal: Principal, *, is_chat_app: bool
+        self,
+        entry: ModelEntry,
+        generation_request: GenerationRequest,
+        principal: Principal,
+        *,
+        is_chat_app: bool,
+        prepared: PreparedRequest | None,
     ) -> ChatRun:
+        """`prepared` is the engine's preparation of `generation_request` when grounding made one; it is
+        dropped when a policy rewrites the request (a system prompt added, PII masked)."""
         guard = self.guard
         policies = guard.policies_for(entry, principal, is_chat_app=is_chat_app) if guard is not None else ()
         if guard is None or not policies:
-            return await self.launch(entry, generation_request, principal)
+            return await self.launch(entry, generation_request, principal, prepared=prepared)
         outcome = await guard.screen_input(generation_request, policies, principal, entry.id)
         if outcome.refusal is not None:
             run = await self._refusal_run(entry, generation_request, principal, outcome.refusal)
         else:
-            run = await self.launch(entry, outcome.request, principal)
+            is_unchanged = outcome.request is generation_request
+            run = await self.launch(entry, outcome.request, principal, prepared=prepared if is_unchanged else None)
             run.screen = guard.output_screen(policies, principal, entry.id, outcome.request.messages)
         run.input_verdict = outcome.verdict
         return run
 
     async def _ground(
         self, entry: ModelEntry, generation_request: GenerationRequest, principal: Principal
-    ) -> tuple[GenerationRequest, list[wire.DocumentReference]]:
+    ) -> tuple[GenerationRequest, PreparedRequest, list[wire.DocumentReference]]:
         """Put the request's documents in its prompt (see services/grounding); a prompt that still overflows
-        the context with them is rebuilt with a smaller budget."""
+        the context with them is rebuilt with a smaller budget. The preparation that proved it fits is
+        returned, so a long grounded prompt is rendered and tokenized once."""
         grounding = self.grounding
         if grounding is None:
             raise UnsupportedFeatureError(
@@ -191,13 +204,13 @@ class ChatService:
             grounded = await grounding.ground(generation_request, principal, entry, shrink=shrink)
             await grounding.release(grounded)  # inline documents: their text is in the prompt now
             try:
-                await engine.prepare(grounded.request)
+                prepared = await engine.prepare(grounded.request)
             except ContextLengthExceededError:
                 if shrink == GROUNDING_SHRINKS[-1]:
                     raise
                 continue
             references = [wire.DocumentReference(**asdict(reference)) for reference in grounded.references]
-            return grounded.request, references
+            return grounded.request, prepared, references
         raise AssertionError("unreachable: the last shrink raises")
 
     async def _refusal_run(
@@ -262,13 +275,22 @@ class ChatService:
     def engine_capabilities(self, entry: ModelEntry) -> EngineCapabilities:
         return self._registry.engine_for(entry).capabilities
 
-    async def launch(self, entry: ModelEntry, generation_request: GenerationRequest, principal: Principal) -> ChatRun:
-        """Prepare on the engine, reserve the request's tokens against its project's limits, and submit.
+    async def launch(
+        self,
+        entry: ModelEntry,
+        generation_request: GenerationRequest,
+        principal: Principal,
+        *,
+        prepared: PreparedRequest | None = None,
+    ) -> ChatRun:
+        """Prepare on the engine (unless `prepared`, the engine's preparation of this very request, is
+        given), reserve the request's tokens against its project's limits, and submit.
 
         The one door to an engine for every use case (chat, FIM, text completion, scoring), so all of them
         are admitted, limited and metered alike; settle the run with `settle` (or `complete`/`stream`)."""
         engine = self._registry.engine_for(entry)
-        prepared = await engine.prepare(generation_request)
+        if prepared is None:
+            prepared = await engine.prepare(generation_request)
         # The prompt is shared by the n choices in usage, as la Plateforme counts it.
         reserved = prepared.prompt_tokens + prepared.num_choices * prepared.max_new_tokens
         try:
