@@ -5,7 +5,9 @@ One `Scheduler` per loaded model, driven by the engine thread:
 - `add` queues a tokenized sequence; `admit` moves queued sequences into free slots (see `_pick_slot`:
   the slot that keeps the busy slot ids contiguous, unless another one holds a much longer prefix of the
   prompt — multi-turn chats re-send their whole history every turn, and only the rest is prefilled);
-  the 2nd..nth choices of one request copy the first choice's prompt KV instead of prefilling it again;
+  a prefix held by another slot, busy or free, is copied (`llama_memory_seq_cp`) when it saves more than
+  `PREFIX_WORTH_A_COPY` tokens of prefill — a shared system prompt, the moderation classifier's
+  instructions, the 2nd..nth choices of one request — instead of being computed again;
 - `schedule` fills one batch: one token for every decoding sequence first (so decoding is never
   starved), then prompt chunks within what is left of the batch, and writes the rows **in slot order**;
 - `postprocess` samples every sequence whose logits are ready, emits text, and frees the slot of a
@@ -145,8 +147,12 @@ class Scheduler:
             if leader is not None and leader.is_prefilling:
                 continue
             self.waiting.remove(sequence)
-            source = None if leader is None else leader.slot or leader.last_slot
-            self._assign(sequence, _pick_slot(self.slots, free, sequence.prompt, source), context, source)
+            if leader is not None:  # its prompt is the very same: copied whatever it costs
+                source, copy_cost = leader.slot or leader.last_slot, 0
+            else:
+                source, copy_cost = _prefix_holder(self.slots, sequence.prompt), PREFIX_WORTH_A_COPY
+            slot = _pick_slot(self.slots, free, sequence.prompt, source, copy_cost)
+            self._assign(sequence, slot, context, source, copy_cost)
 
     def schedule(self, context: LlamaContext) -> bool:
         """Fill the batch in slot order; returns False when there is nothing to decode.
@@ -289,9 +295,12 @@ class Scheduler:
         self._release(sequence)
         sequence.send(sequence.guide.error_event(sequence.finish_event("", FinishReason.ERROR), error))
 
-    def _assign(self, sequence: Sequence, slot: Slot, context: LlamaContext, source: Slot | None = None) -> None:
+    def _assign(
+        self, sequence: Sequence, slot: Slot, context: LlamaContext, source: Slot | None = None, copy_cost: int = 0
+    ) -> None:
         """Give `slot` to `sequence`, keeping the longest reusable prefix of the slot's own KV, or of
-        `source`'s (another slot holding this very prompt) when that reuses more."""
+        `source`'s (another slot holding a prefix of this prompt) when that reuses more than `copy_cost`
+        tokens beyond it."""
         # Keep at least one prompt token to decode: its logits give the first generated token. A scored
         # prompt decodes its whole scored span: each of its rows gives the next token's log-probability.
         last = len(sequence.prompt) - 1
@@ -303,7 +312,7 @@ class Scheduler:
         reused = self._usable_prefix(context, slot, min(_common_prefix(slot.tokens, sequence.prompt), last))
         if source is not None and source is not slot:
             copied = self._usable_prefix(context, source, min(_common_prefix(source.tokens, sequence.prompt), last))
-            if copied > reused:
+            if copied - copy_cost > reused:
                 context.copy(source.seq_id, slot.seq_id)
                 slot.tokens[:] = source.tokens
                 reused = copied
@@ -355,24 +364,40 @@ class Scheduler:
 # per step until it is filled: at ~250 prompt tokens/s against ~10 ms per extra pass, 64 tokens of
 # prefill cost about as much as 25 decode steps.
 PREFIX_WORTH_A_GAP = 64
+# What copying another slot's prefix costs, in tokens of prefill: between per-slot KV streams llama.cpp
+# copies a whole stream (context_length cells of every layer, about 94 MB for SmolLM2 at 4,096 tokens).
+PREFIX_WORTH_A_COPY = 32
 
 
-def _pick_slot(slots: list[Slot], free: list[Slot], prompt: list[int], source: Slot | None) -> Slot:
+def _pick_slot(
+    slots: list[Slot], free: list[Slot], prompt: list[int], source: Slot | None, copy_cost: int = 0
+) -> Slot:
     """The free slot for `prompt`: the prefix it reuses, minus the holes it leaves among the busy ids.
 
-    Ties go to the least recently used slot (its cached prefix is the least likely to be wanted again),
-    then to the lowest id. A `source` slot's prefix can be copied into any slot, so it counts for all.
+    Ties go to the slot holding the prefix itself, then to the least recently used slot (its cached prefix
+    is the least likely to be wanted again), then to the lowest id. A `source` slot's prefix can be copied
+    into any slot, less `copy_cost` (what the copy costs, counted in tokens of prefill).
     """
     busy = [slot.seq_id for slot in slots if slot.sequence is not None]
     shared = _common_prefix(source.tokens, prompt) if source is not None else 0
 
-    def score(slot: Slot) -> tuple[int, float, int]:
-        prefix = max(_common_prefix(slot.tokens, prompt), shared)
+    def score(slot: Slot) -> tuple[int, int, float, int]:
+        own = _common_prefix(slot.tokens, prompt)
+        prefix = max(own, shared - copy_cost)
         ids = [*busy, slot.seq_id]
         holes = max(ids) - min(ids) + 1 - len(ids)
-        return prefix - PREFIX_WORTH_A_GAP * holes, -slot.last_used, -slot.seq_id
+        # Among equals, the slot that holds the prefix itself: no copy, and no other slot's cache overwritten.
+        return prefix - PREFIX_WORTH_A_GAP * holes, own, -slot.last_used, -slot.seq_id
 
     return max(free, key=score)
+
+
+def _prefix_holder(slots: list[Slot], prompt: list[int]) -> Slot | None:
+    """The slot, busy or free, holding the longest prefix of `prompt`, when it is worth a copy."""
+    best = max(slots, key=lambda slot: _common_prefix(slot.tokens, prompt), default=None)
+    if best is None or _common_prefix(best.tokens, prompt) <= PREFIX_WORTH_A_COPY:
+        return None
+    return best
 
 
 def _seq_id(sequence: Sequence) -> int:

@@ -15,7 +15,15 @@ import pytest
 from galerne.engines.llamacpp.context import ContextShape, LlamaContext
 from galerne.engines.llamacpp.model import LlamaModel
 from galerne.engines.llamacpp.sampler import TokenSampler
-from galerne.engines.llamacpp.scheduler import PREFIX_WORTH_A_GAP, Scheduler, Sequence, Slot, _pick_slot
+from galerne.engines.llamacpp.scheduler import (
+    PREFIX_WORTH_A_COPY,
+    PREFIX_WORTH_A_GAP,
+    Scheduler,
+    Sequence,
+    Slot,
+    _pick_slot,
+    _prefix_holder,
+)
 from galerne.engines.llamacpp.text import TextAssembler
 from galerne.inference.types import GenerationEvent, SamplingParams
 from tests.conftest import engine_threads
@@ -205,3 +213,27 @@ def test_a_prompt_another_slot_holds_is_copied_into_the_slot_that_keeps_ids_cont
     source = _slot(0, prompt, is_busy=True)
     slots = [source, _slot(1, []), _slot(2, []), _slot(3, prompt[:100])]
     assert _pick_slot(slots, slots[1:], prompt, source).seq_id == 1
+
+
+def test_a_prefix_held_by_any_slot_is_a_copy_source_when_it_saves_more_than_the_copy_costs() -> None:
+    prompt = list(range(200))
+    holder = _slot(2, prompt[: PREFIX_WORTH_A_COPY + 1], is_busy=True)
+    slots = [_slot(0, prompt[:5]), _slot(1, []), holder, _slot(3, prompt[:PREFIX_WORTH_A_COPY])]
+    assert _prefix_holder(slots, prompt) is holder
+    holder.tokens = prompt[:PREFIX_WORTH_A_COPY]
+    assert _prefix_holder(slots, prompt) is None
+
+
+def test_a_free_holder_is_preferred_to_copying_its_prefix_elsewhere() -> None:
+    prompt = list(range(200))
+    slots = [_slot(0, [], last_used=1.0), _slot(1, prompt[:100], last_used=2.0)]
+    assert _pick_slot(slots, slots, prompt, slots[1], PREFIX_WORTH_A_COPY).seq_id == 1
+
+
+def test_a_copy_counts_its_cost_against_a_slot_that_has_most_of_the_prefix_itself() -> None:
+    prompt = list(range(200))
+    holder = _slot(1, prompt[:100], is_busy=True)
+    own_most, empty = _slot(0, prompt[:90], last_used=1.0), _slot(2, [], last_used=0.0)
+    slots = [own_most, holder, empty]
+    # 90 kept beats 100 copied less the copy's cost, though the empty slot is the least recently used.
+    assert _pick_slot(slots, [own_most, empty], prompt, holder, PREFIX_WORTH_A_COPY) is own_most

@@ -11,6 +11,7 @@ import pytest
 from galerne.catalog import default_catalog
 from galerne.engines.llamacpp import engine as engine_module
 from galerne.engines.llamacpp.engine import EmbeddedGeneration, EmbeddedModelConfig, LlamaCppEngine
+from galerne.engines.llamacpp.scheduler import PREFIX_WORTH_A_COPY
 from galerne.errors import EngineUnavailableError
 from galerne.inference.types import ChatMessage, FinishReason, GenerationRequest, Role, SamplingParams
 from tests.conftest import engine_threads
@@ -58,6 +59,44 @@ def test_choices_share_the_prompt_kv_and_match_a_lone_request(engine: LlamaCppEn
     assert texts == alone * 3  # greedy: the copied KV gives exactly what a fresh prefill gives
     assert texts[0]
     assert all(count == prompt_tokens - 1 for count in cached[1:])  # only the last prompt token is decoded again
+
+
+BRIEF = "You answer questions about the lighthouse of Ar-Men, built on a rock off the Île de Sein, Brittany. " * 5
+
+
+def _asking(question: str, *, max_tokens: int, min_tokens: int = 0) -> GenerationRequest:
+    return GenerationRequest(
+        messages=(ChatMessage(Role.SYSTEM, BRIEF), ChatMessage(Role.USER, question)),
+        sampling=SamplingParams(temperature=0.0, max_tokens=max_tokens, min_tokens=min_tokens),
+    )
+
+
+def test_a_prefix_a_busy_slot_holds_is_copied_and_answers_as_a_fresh_prefill(engine: LlamaCppEngine) -> None:
+    question = _asking("How tall is it?", max_tokens=16)
+
+    async def with_a_busy_holder() -> tuple[str, int, int]:
+        [holder] = engine.submit(await engine.prepare(_asking("Tell me its history.", max_tokens=300, min_tokens=300)))
+        holder_events = holder.events()
+        await anext(holder_events)  # the brief is in the holder's KV, and it keeps decoding for 299 tokens
+        prepared = await engine.prepare(question)
+        [copied] = engine.submit(prepared)
+        text = "".join([event.text async for event in copied.events()])
+        assert engine.stats().num_active == 1  # the holder was busy all along
+        holder.cancel()
+        [_ async for _ in holder_events]
+        return text, copied.cached_tokens, prepared.prompt_tokens
+
+    async def alone(fresh: LlamaCppEngine) -> str:
+        return (await _texts(list(fresh.submit(await fresh.prepare(question)))))[0]
+
+    text, cached, prompt_tokens = asyncio.run(with_a_busy_holder())
+    assert PREFIX_WORTH_A_COPY <= cached < prompt_tokens - 1  # the brief, not the question
+    assert cached > prompt_tokens // 2
+    fresh = _engine(num_slots=1)
+    try:
+        assert asyncio.run(alone(fresh)) == text  # greedy: the copied KV gives what a fresh prefill gives
+    finally:
+        fresh.close()
 
 
 def test_seeded_choices_differ_and_each_reproduces(engine: LlamaCppEngine) -> None:
