@@ -87,6 +87,15 @@ class GrammarGuide:
         if self._closer.is_closing:
             self._closer.steer(logits, allowed, is_complete=self._matcher.is_accepting())
 
+    def may_veto(self, tokens_left: int) -> bool:
+        """Whether `vetoes` may refuse this step's draw (only near the end of the budget)."""
+        return not self.reader.is_free_text and self._closer.may_veto(tokens_left)
+
+    def vetoes(self, token: int, logits: npt.NDArray[np.float32], tokens_left: int) -> bool:
+        """Whether the drawn `token` would open what the budget cannot close; `logits` (as `mask` left them)
+        then forbid it and its like, and the caller draws again."""
+        return self._closer.veto(self._matcher, token, logits, tokens_left)
+
     def accept(self, token: int, max_forced: int | None = None) -> list[int]:
         """Consume the sampled token; returns the tokens the grammar now forces (already consumed), at most
         `max_forced` of them, so that the matcher never runs ahead of the text the budget lets out."""
@@ -117,7 +126,7 @@ class GrammarGuide:
             return event
         if event.finish_reason is FinishReason.LENGTH and not self.is_complete:
             return event
-        if self._closer.is_closing:  # complete, but the budget ended this reply, not the model: say so
+        if self._closer.is_closing or self._closer.has_vetoed:  # the budget ended this reply, not the model
             event.finish_reason = FinishReason.LENGTH
             event.is_closed_early = True
         try:

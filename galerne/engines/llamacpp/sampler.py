@@ -41,6 +41,15 @@ class TokenSampler:
             self._counts[token] += 1
         return token
 
+    def redraw(self, logits: npt.NDArray[np.float32], withdrawn: int) -> int:
+        """Choose again from `logits` (unpenalised, as the first draw got them) after the token drawn last,
+        `withdrawn`, was refused: it no longer counts towards the penalties."""
+        if self._params.has_penalties:
+            self._counts[withdrawn] -= 1
+            if self._counts[withdrawn] <= 0:
+                del self._counts[withdrawn]
+        return self.sample(logits)
+
     def _apply_penalties(self, logits: npt.NDArray[np.float32]) -> None:
         tokens = np.fromiter(self._counts.keys(), dtype=np.intp, count=len(self._counts))
         counts = np.fromiter(self._counts.values(), dtype=np.float32, count=len(self._counts))

@@ -218,7 +218,12 @@ class Scheduler:
                     continue
             if sequence.num_generated < sequence.sampler.min_tokens:
                 logits[self._end_tokens] = -np.inf
+            guide, tokens_left = sequence.guide, sequence.max_new_tokens - sequence.num_generated
+            # The sampler scribbles on its row: keep the masked logits for a second draw near the budget's end.
+            masked = logits.copy() if guide is not None and guide.may_veto(tokens_left) else None
             token = sequence.sampler.sample(logits)
+            if guide is not None and masked is not None and guide.vetoes(token, masked, tokens_left):
+                token = sequence.sampler.redraw(masked, withdrawn=token)  # it opened what the budget cannot close
             if raw is not None and options is not None:
                 sequence.pending_logprobs.append(token_logprob(raw, token, options.num_top, self._model.pieces))
             sequence.logits_row = -1

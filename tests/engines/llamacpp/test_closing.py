@@ -61,3 +61,29 @@ def test_the_estimate_counts_the_cheapest_way_to_close(
     assert 0 < closer.estimate(matcher) < 6  # `"]}` and end
     closer.update(matcher, tokens_left=4)
     assert closer.is_closing
+
+
+def test_an_opening_the_budget_cannot_close_is_vetoed_and_the_path_then_closes(
+    grammars: GrammarCache, classes: TokenClasses, model: LlamaModel
+) -> None:
+    item = {"type": "object", "properties": {key: {"type": "string"} for key in "abc"}, "required": list("abc")}
+    schema = {"type": "object", "properties": {"items": {"type": "array", "items": item}}, "required": ["items"]}
+    matcher = grammars.matcher(JsonOutput(schema))
+    written = model.tokenize('{"items":[{"a":"x","b":"y","c":"z"}', parse_special=False)
+    assert matcher.consume_tokens(written)
+    closer = BudgetCloser(classes)
+    closer.follow(written)
+    [comma] = model.tokenize(",", parse_special=False)
+    [bracket] = model.tokenize("]", parse_special=False)
+    logits = np.zeros(classes.num_vocab, dtype=np.float32)
+    assert not closer.veto(matcher, comma, logits.copy(), tokens_left=60)  # a new item fits in 60
+    assert not closer.has_vetoed
+    assert closer.veto(matcher, comma, logits, tokens_left=8)  # {"a":"","b":"","c":""} does not fit in 8
+    assert logits[comma] == -np.inf and logits[bracket] == 0.0 and closer.has_vetoed
+    closer.update(matcher, tokens_left=2)
+    assert closer.is_closing
+    steered = np.zeros(classes.num_vocab, dtype=np.float32)
+    allowed = np.zeros(classes.num_vocab, dtype=bool)
+    allowed[[comma, bracket]] = True
+    closer.steer(steered, allowed, is_complete=False)
+    assert np.isfinite(steered).sum() == 1 and np.isfinite(steered[bracket])  # the counted path: close
