@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_gateway import free_port, galerne_cli, running
@@ -98,6 +99,15 @@ async def stream_rate(client: httpx.AsyncClient, key: str, clients: int, max_tok
     return sum(tokens) / (time.perf_counter() - started)
 
 
+async def prompt_token_totals(client: httpx.AsyncClient) -> tuple[float, float]:
+    """(prompt tokens, of which reused from the KV cache) since the server started, every model and caller."""
+    totals = {"galerne_prompt_tokens": 0.0, "galerne_cached_prompt_tokens": 0.0}
+    for family in text_string_to_metric_families((await client.get("/metrics")).text):
+        if family.name in totals:
+            totals[family.name] += sum(sample.value for sample in family.samples if sample.name.endswith("_total"))
+    return totals["galerne_prompt_tokens"], totals["galerne_cached_prompt_tokens"]
+
+
 def spread(values: list[float], unit: str, scale: float = 1.0) -> str:
     scaled = [value * scale for value in values]
     return f"{statistics.median(scaled):.1f} {unit} [{min(scaled):.1f}-{max(scaled):.1f}]"
@@ -113,9 +123,14 @@ async def measure(base_url: str, keys: dict[str, str], args: argparse.Namespace)
             p50s.append(statistics.median(latencies))
             p95s.append(percentile(latencies, 0.95))
         rates: dict[str, list[float]] = {"plain": [], "screened": []}
+        prompt_tokens = {"plain": [0.0, 0.0], "screened": [0.0, 0.0]}  # processed, reused from the cache
         for round_ in range(args.repeats):
             for name in ("plain", "screened") if round_ % 2 == 0 else ("screened", "plain"):
+                before = await prompt_token_totals(client)
                 rates[name].append(await stream_rate(client, keys[name], args.clients, args.max_tokens, round_))
+                after = await prompt_token_totals(client)
+                for index in (0, 1):
+                    prompt_tokens[name][index] += after[index] - before[index]
     ratios = [s / p for s, p in zip(rates["screened"], rates["plain"], strict=True)]
     print(f"moderation API, one text per request, {args.requests} requests x {args.repeats} repeats:")
     print(f"  p50 {spread(p50s, 'ms', 1000)}   p95 {spread(p95s, 'ms', 1000)}")
@@ -123,6 +138,9 @@ async def measure(base_url: str, keys: dict[str, str], args: argparse.Namespace)
     print(f"  no policy (baseline)        {spread(rates['plain'], 'tok/s')}")
     print(f"  output screened (3 categories, flag) {spread(rates['screened'], 'tok/s')}")
     print(f"  screened / baseline         {statistics.median(ratios):.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]")
+    for name, (processed, reused) in prompt_tokens.items():
+        share = reused / max(processed, 1)
+        print(f"  prompt tokens, {name:8}    {processed:,.0f}, {share:.0%} from the KV cache (classifier included)")
     print(f"load average: {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
 
 
