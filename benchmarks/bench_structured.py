@@ -223,10 +223,10 @@ def counting_forced_tokens() -> Iterator[list[int]]:
     the list between requests without a lock.
     """
     steps: list[int] = []
-    original: Callable[[GrammarGuide, int], list[int]] = GrammarGuide.accept
+    original: Callable[[GrammarGuide, int, int | None], list[int]] = GrammarGuide.accept
 
-    def accept(self: GrammarGuide, token: int) -> list[int]:
-        forced = original(self, token)
+    def accept(self: GrammarGuide, token: int, max_forced: int | None = None) -> list[int]:
+        forced = original(self, token, max_forced)
         steps.append(len(forced))
         return forced
 
