@@ -137,7 +137,7 @@ class BudgetCloser:
         `"},{`) count. Where the grammar leaves no choice, the opening it requires is on the path `estimate`
         counts anyway.
         """
-        if not self.may_veto(tokens_left) or not self._openings_here()[token]:
+        if not self.may_veto(tokens_left) or not self._opens_here(token):
             return False
         allowed = np.isfinite(logits[: self._classes.num_vocab])
         openings = allowed & self._openings_here()
@@ -155,6 +155,11 @@ class BudgetCloser:
 
     def may_veto(self, tokens_left: int) -> bool:
         return not self.is_closing and tokens_left <= MAX_WALK + _MARGIN
+
+    def _opens_here(self, token: int) -> bool:
+        """`_openings_here()[token]` without building the vocabulary-wide mask: this runs on every drawn token."""
+        classes = self._classes
+        return bool(classes.opening[token] and (not self._cursor.is_in_string or classes.starts_quote[token]))
 
     def _openings_here(self) -> npt.NDArray[np.bool_]:
         if self._cursor.is_in_string:

@@ -399,10 +399,8 @@ def _pick_slot(
 
 def _prefix_holder(slots: list[Slot], prompt: list[int]) -> Slot | None:
     """The slot, busy or free, holding the longest prefix of `prompt`, when it is worth a copy."""
-    best = max(slots, key=lambda slot: _common_prefix(slot.tokens, prompt), default=None)
-    if best is None or _common_prefix(best.tokens, prompt) <= PREFIX_WORTH_A_COPY:
-        return None
-    return best
+    length, best = max(((_common_prefix(slot.tokens, prompt), slot) for slot in slots), key=lambda pair: pair[0])
+    return best if length > PREFIX_WORTH_A_COPY else None
 
 
 def _seq_id(sequence: Sequence) -> int:
